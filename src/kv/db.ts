@@ -1,0 +1,1161 @@
+/**
+ * The kv store: write path (group-committed WAL, memtable), read path (memtables, then tables
+ * level by level), background flush and leveled compaction, snapshots, iterators, checkpoints.
+ *
+ * Concurrency model: one event loop. Writes are queued; a single writer loop takes everything
+ * queued as one group, appends it to the WAL as one record, waits for one fsync if any writer
+ * asked for it, then applies the group to the memtable. Flush and compaction run as one
+ * background task that yields to the event loop regularly, so foreground reads and writes go on.
+ */
+import { StowageError, corruption } from "../errors.js";
+import { WriteBatch, decodeBatch, encodeGroup, toBytes } from "./batch.js";
+import { LruCache } from "./cache.js";
+import { BoundedCursor, EntryIterator, UserIterator, normalizeBounds } from "./db-iterator.js";
+import {
+  CURRENT_FILE,
+  KIND_DELETE,
+  KIND_FOR_SEEK,
+  KIND_VALUE,
+  TRAILER_SIZE,
+  compareRange,
+  compareUserKeyTo,
+  kindOf,
+  logFileName,
+  makeInternalKey,
+  manifestFileName,
+  parseFileName,
+  seqOf,
+  tableFileName,
+} from "./format.js";
+import { joinPath, nodeFileSystem, type FileSystem, type WritableFile } from "./fs.js";
+import { MergingIterator, type InternalIterator } from "./iterator.js";
+import { LogWriter, readLog } from "./log.js";
+import {
+  LOG_KIND_MANIFEST,
+  LOG_KIND_WAL,
+  VersionSet,
+  checkLogHeader,
+  encodeCurrent,
+  logHeaderRecord,
+} from "./manifest.js";
+import { acquireLock, releaseLock } from "./lock.js";
+import { Memtable } from "./memtable.js";
+import type { Block } from "./table/block.js";
+import { TableBuilder } from "./table/builder.js";
+import { LevelIterator, TableCache } from "./table-cache.js";
+import type {
+  BatchOperation,
+  Bytes,
+  CursorOptions,
+  IteratorOptions,
+  KvCursor,
+  KvIterator,
+  KvOptions,
+  KvStats,
+  ReadOptions,
+  Snapshot,
+  WriteOptions,
+} from "./types.js";
+import { NUM_LEVELS, Version, VersionEdit, compareUserKeys, keyRange, type FileMeta } from "./version.js";
+
+type Resolved = Required<Omit<KvOptions, "fs">> & { fs: FileSystem };
+
+const DEFAULTS: Omit<Resolved, "fs"> = {
+  createIfMissing: true,
+  errorIfExists: false,
+  memtableSize: 4 * 1024 * 1024,
+  blockCacheSize: 8 * 1024 * 1024,
+  maxOpenTables: 1000,
+  blockSize: 4096,
+  blockRestartInterval: 16,
+  bloomBitsPerKey: 10,
+  targetFileSize: 2 * 1024 * 1024,
+  maxBytesForLevelBase: 10 * 1024 * 1024,
+  levelSizeMultiplier: 10,
+  l0CompactionTrigger: 4,
+  l0SlowdownTrigger: 8,
+  l0StopTrigger: 12,
+  verifyChecksums: true,
+  autoCompaction: true,
+};
+
+/** How long background work runs before yielding to the event loop. */
+const YIELD_AFTER_MS = 4;
+
+interface PendingWrite {
+  batch: WriteBatch | undefined;
+  /** A barrier runs alone, after every write queued before it. */
+  barrier: (() => Promise<void>) | undefined;
+  sync: boolean;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface Compaction {
+  level: number;
+  inputs: [FileMeta[], FileMeta[]];
+}
+
+/** A promise-based event: waiters are woken by the next notify. */
+class Signal {
+  private waiters: (() => void)[] = [];
+  wait(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+  notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+class SnapshotImpl implements Snapshot {
+  released = false;
+  constructor(
+    readonly sequence: number,
+    private readonly owner: Kv,
+  ) {}
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.owner._releaseSnapshot(this.sequence);
+  }
+}
+
+export class Kv {
+  private mem = new Memtable();
+  private imm: Memtable | null = null;
+  /** The WAL number created when `imm` was switched out: the flush makes older logs obsolete. */
+  private immNextLog = 0;
+  private wal!: LogWriter;
+  private walNumber = 0;
+  private walUnsynced = false;
+  private readonly queue: PendingWrite[] = [];
+  private writing = false;
+  private writerDone: Promise<void> = Promise.resolve();
+  private bgError: StowageError | undefined;
+  private bgActive = false;
+  private bgPromise: Promise<void> = Promise.resolve();
+  private readonly bgSignal = new Signal();
+  private readonly pendingOutputs = new Set<number>();
+  private readonly snapshots = new Map<number, number>();
+  private closing = false;
+  private closed = false;
+  private liveIterators = 0;
+  private counters = { compactions: 0, flushes: 0, writeStallsMs: 0 };
+  private readonly tableCache: TableCache;
+  private readonly blockCache: LruCache<Block>;
+  private readonly versions: VersionSet;
+  private readonly fs: FileSystem;
+
+  private constructor(
+    readonly location: string,
+    private readonly opts: Resolved,
+  ) {
+    this.fs = opts.fs;
+    this.blockCache = new LruCache<Block>(opts.blockCacheSize);
+    this.tableCache = new TableCache(opts.fs, location, opts.maxOpenTables, this.blockCache, opts.verifyChecksums);
+    this.versions = new VersionSet(opts.fs, location);
+  }
+
+  static async open(location: string, options: KvOptions = {}): Promise<Kv> {
+    const opts = resolveOptions(options);
+    const db = new Kv(location, opts);
+    db.lock();
+    try {
+      await db.recover();
+    } catch (err) {
+      db.tableCache.closeAll();
+      db.versions.close();
+      db.unlock();
+      throw err;
+    }
+    db.maybeScheduleBackground();
+    return db;
+  }
+
+  // ---------------------------------------------------------------- locking
+
+  private lock(): void {
+    if (!this.fs.exists(this.location)) {
+      if (!this.opts.createIfMissing) {
+        throw new StowageError("STOWAGE_KV_NOT_FOUND", `no store at ${this.location}`, { file: this.location });
+      }
+      this.fs.mkdir(this.location);
+    }
+    acquireLock(this.fs, this.location);
+  }
+
+  private unlock(): void {
+    releaseLock(this.fs, this.location);
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  private async recover(): Promise<void> {
+    const fs = this.fs;
+    const dir = this.location;
+    const exists = fs.exists(joinPath(dir, CURRENT_FILE));
+    if (!exists) {
+      const hasFiles = fs.readdir(dir).some((n) => {
+        const k = parseFileName(n).kind;
+        return k === "table" || k === "log" || k === "manifest";
+      });
+      if (hasFiles) {
+        throw corruption(joinPath(dir, CURRENT_FILE), 0, "CURRENT is missing but store files exist (run repair)");
+      }
+      if (!this.opts.createIfMissing) {
+        throw new StowageError("STOWAGE_KV_NOT_FOUND", `no store at ${dir}`, { file: dir });
+      }
+      await this.versions.create();
+    } else {
+      if (this.opts.errorIfExists) throw new StowageError("STOWAGE_KV_EXISTS", `a store exists at ${dir}`, { file: dir });
+      this.versions.recover();
+    }
+    const vs = this.versions;
+    for (const level of vs.current.files) {
+      for (const f of level) {
+        const p = joinPath(dir, tableFileName(f.number));
+        if (!fs.exists(p)) throw corruption(p, 0, "table file named by the manifest is missing");
+      }
+    }
+    // Replay the logs that may hold data not yet in tables, oldest first.
+    const logs = fs
+      .readdir(dir)
+      .map(parseFileName)
+      .filter((p) => p.kind === "log" && p.num >= vs.logNumber)
+      .map((p) => p.num)
+      .sort((a, b) => a - b);
+    let maxSeq = vs.lastSequence;
+    let lastReplayed = 0;
+    const mem = new Memtable();
+    for (let i = 0; i < logs.length; i++) {
+      const path = joinPath(dir, logFileName(logs[i]!));
+      const data = fs.readFile(path);
+      const { records, damage, validEnd } = readLog(data);
+      const bad = damage.find((d) => d.offset < validEnd || i < logs.length - 1);
+      if (bad !== undefined) {
+        throw corruption(path, bad.offset, `write-ahead log ${bad.reason} (${bad.bytes} bytes); run repair to salvage`);
+      }
+      // A torn tail (a write cut short by a crash) is expected and dropped; it was never acknowledged.
+      if (records.length === 0) continue;
+      checkLogHeader(records[0]!.payload, LOG_KIND_WAL, path);
+      for (let r = 1; r < records.length; r++) {
+        const rec = records[r]!;
+        const { seq, count } = decodeBatch(rec.payload, path, rec.offset, (s, kind, key, value) =>
+          mem.add(s, kind, key, value),
+        );
+        if (count === 0) continue;
+        if (seq <= lastReplayed) {
+          throw corruption(path, rec.offset, `sequence ${seq} goes backwards (previous record ended at ${lastReplayed})`);
+        }
+        lastReplayed = seq + count - 1;
+        maxSeq = Math.max(maxSeq, lastReplayed);
+      }
+    }
+    vs.lastSequence = maxSeq;
+    const edit = new VersionEdit();
+    if (mem.entries > 0) {
+      const meta = await this.writeLevel0Table(mem);
+      if (meta !== undefined) edit.addFile(0, meta);
+    }
+    this.openNewWal();
+    edit.logNumber = this.walNumber;
+    edit.lastSequence = maxSeq;
+    await vs.logAndApply(edit);
+    this.pendingOutputs.clear();
+    this.deleteObsoleteFiles(true);
+  }
+
+  private openNewWal(): void {
+    const num = this.versions.newFileNumber();
+    const file: WritableFile = this.fs.createWritable(joinPath(this.location, logFileName(num)));
+    const w = new LogWriter(file);
+    try {
+      w.addRecord(logHeaderRecord(LOG_KIND_WAL));
+    } catch (err) {
+      w.close();
+      throw err;
+    }
+    const old = this.walNumber > 0 ? this.wal : undefined;
+    this.wal = w;
+    this.walNumber = num;
+    this.walUnsynced = true;
+    if (old !== undefined) {
+      try {
+        old.close();
+      } catch {
+        // Its data is in the memtable being flushed; the flush makes it obsolete.
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  put(key: Bytes, value: Bytes, options?: WriteOptions): Promise<void> {
+    return this.write(new WriteBatch().put(key, value), options);
+  }
+
+  del(key: Bytes, options?: WriteOptions): Promise<void> {
+    return this.write(new WriteBatch().del(key), options);
+  }
+
+  /** Applies all operations atomically. Without arguments, returns a chained batch. */
+  batch(ops: BatchOperation[], options?: WriteOptions): Promise<void>;
+  batch(): ChainedBatch;
+  batch(ops?: BatchOperation[], options?: WriteOptions): Promise<void> | ChainedBatch {
+    if (ops === undefined) return new ChainedBatch(this);
+    let b: WriteBatch;
+    try {
+      b = new WriteBatch();
+      for (const op of ops) {
+        if (op.type === "put") b.put(op.key, op.value);
+        else if (op.type === "del") b.del(op.key);
+        else throw new StowageError("STOWAGE_INVALID_ARGUMENT", `unknown batch operation type`);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.write(b, options);
+  }
+
+  /** Commits a batch. The batch must not be reused afterwards. */
+  write(batch: WriteBatch, options?: WriteOptions): Promise<void> {
+    if (this.closing) return Promise.reject(closedError());
+    if (this.bgError) return Promise.reject(this.readOnlyError());
+    const sync = options?.sync ?? true;
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ batch, barrier: undefined, sync, resolve, reject });
+      if (!this.writing) this.startWriter();
+    });
+  }
+
+  /** Runs `fn` after every write queued before it, with no write running alongside. */
+  private barrier(fn: () => Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ batch: undefined, barrier: fn, sync: false, resolve, reject });
+      if (!this.writing) this.startWriter();
+    });
+  }
+
+  private startWriter(): void {
+    this.writing = true;
+    this.writerDone = this.writerLoop().catch((err: unknown) => {
+      // Only a bug gets here; fail loudly rather than leave writers hanging.
+      this.writing = false;
+      this.setBgError(err);
+      for (const w of this.queue.splice(0)) w.reject(this.readOnlyError());
+    });
+  }
+
+  /**
+   * `writing` is cleared in the same turn the queue is seen empty (no await in between), so a
+   * write queued by a continuation of the last group always finds a writer or starts one.
+   */
+  private async writerLoop(): Promise<void> {
+    const queue = this.queue;
+    for (;;) {
+      if (queue.length === 0) {
+        this.writing = false;
+        return;
+      }
+      const head = queue[0]!;
+      if (head.barrier !== undefined) {
+        queue.shift();
+        try {
+          await head.barrier();
+          head.resolve();
+        } catch (err) {
+          head.reject(err);
+        }
+        continue;
+      }
+      try {
+        await this.makeRoomForWrite();
+      } catch (err) {
+        // Fail every queued write up to the next barrier.
+        while (queue.length > 0 && queue[0]!.barrier === undefined) queue.shift()!.reject(err);
+        continue;
+      }
+      // The group: every write queued now, up to a barrier.
+      let n = 0;
+      let sync = false;
+      while (n < queue.length && queue[n]!.barrier === undefined) {
+        sync ||= queue[n]!.sync;
+        n++;
+      }
+      const group = queue.splice(0, n);
+      const batches = group.map((w) => w.batch!);
+      const seq = this.versions.lastSequence + 1;
+      const { record, count } = encodeGroup(batches, seq);
+      try {
+        this.wal.addRecord(record);
+        this.walUnsynced = true;
+        if (sync) {
+          await this.wal.sync();
+          this.walUnsynced = false;
+        }
+      } catch (err) {
+        // The log's tail is unknown now: stop accepting writes (reopen to recover).
+        this.setBgError(err);
+        for (const w of group) w.reject(this.readOnlyError());
+        continue;
+      }
+      const mem = this.mem;
+      decodeBatch(record, logFileName(this.walNumber), 0, (s, kind, key, value) => mem.add(s, kind, key, value));
+      this.versions.lastSequence = seq + count - 1;
+      // The memtable references the batch buffers now; never let a caller reuse them.
+      for (const b of batches) b.detach();
+      for (const w of group) w.resolve();
+    }
+  }
+
+  private async makeRoomForWrite(): Promise<void> {
+    let delayed = false;
+    for (;;) {
+      if (this.bgError) throw this.readOnlyError();
+      if (this.closing) throw closedError();
+      const l0 = this.versions.current.files[0]!.length;
+      if (!delayed && l0 >= this.opts.l0SlowdownTrigger && this.opts.autoCompaction) {
+        // Spread the slowdown over many writes instead of stopping one for a long time.
+        const t = Date.now();
+        await new Promise((r) => setTimeout(r, 1));
+        this.counters.writeStallsMs += Date.now() - t;
+        delayed = true;
+        continue;
+      }
+      if (this.mem.approximateBytes < this.opts.memtableSize) return;
+      if (this.imm !== null || (l0 >= this.opts.l0StopTrigger && this.opts.autoCompaction)) {
+        const t = Date.now();
+        this.maybeScheduleBackground();
+        await this.bgSignal.wait();
+        this.counters.writeStallsMs += Date.now() - t;
+        continue;
+      }
+      this.switchMemtable();
+    }
+  }
+
+  private switchMemtable(): void {
+    this.openNewWal();
+    this.imm = this.mem;
+    this.immNextLog = this.walNumber;
+    this.mem = new Memtable();
+    this.maybeScheduleBackground();
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  get(key: Bytes, options?: ReadOptions): Promise<Buffer | undefined> {
+    try {
+      return Promise.resolve(this.getSync(key, options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Synchronous point read: memtables, then level 0 newest first, then one file per deeper level. */
+  getSync(key: Bytes, options?: ReadOptions): Buffer | undefined {
+    this.checkOpen();
+    const k = toBytes(key, "key");
+    const seq = this.readSequence(options);
+    let r = this.mem.get(k, seq);
+    if (r === undefined && this.imm !== null) r = this.imm.get(k, seq);
+    if (r !== undefined) return r.deleted ? undefined : Buffer.from(r.value);
+    const v = this.versions.current;
+    const fill = options?.fillCache ?? true;
+    let target: Uint8Array | undefined;
+    for (let level = 0; level < NUM_LEVELS; level++) {
+      const files = v.files[level]!;
+      if (files.length === 0) continue;
+      if (level === 0) {
+        for (const f of files) {
+          if (compareUserKeyTo(k, f.smallest) < 0 || compareUserKeyTo(k, f.largest) > 0) continue;
+          target ??= makeInternalKey(k, seq, KIND_FOR_SEEK);
+          const e = this.tableCache.get(f.number).get(target, fill);
+          if (e !== undefined && compareRange(e.key, 0, e.key.length - TRAILER_SIZE, k, 0, k.length) === 0) {
+            return kindOf(e.key) === KIND_VALUE ? Buffer.from(e.value) : undefined;
+          }
+        }
+      } else {
+        const i = v.findFile(level, k);
+        if (i >= files.length) continue;
+        const f = files[i]!;
+        if (compareUserKeyTo(k, f.smallest) < 0) continue;
+        target ??= makeInternalKey(k, seq, KIND_FOR_SEEK);
+        const e = this.tableCache.get(f.number).get(target, fill);
+        if (e !== undefined && compareRange(e.key, 0, e.key.length - TRAILER_SIZE, k, 0, k.length) === 0) {
+          return kindOf(e.key) === KIND_VALUE ? Buffer.from(e.value) : undefined;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  private readSequence(options?: ReadOptions): number {
+    const s = options?.snapshot;
+    if (s === undefined) return this.versions.lastSequence;
+    if (!(s instanceof SnapshotImpl) || s.released) {
+      throw new StowageError("STOWAGE_INVALID_ARGUMENT", "snapshot is released or belongs to another store");
+    }
+    return s.sequence;
+  }
+
+  snapshot(): Snapshot {
+    this.checkOpen();
+    const seq = this.versions.lastSequence;
+    this.snapshots.set(seq, (this.snapshots.get(seq) ?? 0) + 1);
+    return new SnapshotImpl(seq, this);
+  }
+
+  /** @internal */
+  _releaseSnapshot(seq: number): void {
+    const n = (this.snapshots.get(seq) ?? 1) - 1;
+    if (n <= 0) this.snapshots.delete(seq);
+    else this.snapshots.set(seq, n);
+  }
+
+  private smallestSnapshot(): number {
+    let min = this.versions.lastSequence;
+    for (const s of this.snapshots.keys()) if (s < min) min = s;
+    return min;
+  }
+
+  /** A bidirectional cursor over the visible entries within the bounds. */
+  cursor(options: CursorOptions = {}): KvCursor {
+    return this.makeCursor(options);
+  }
+
+  /** abstract-level-style iterator: bounds, prefix, reverse, limit; `for await` or `for of`. */
+  iterator(options: IteratorOptions = {}): KvIterator {
+    return new EntryIterator(this.makeCursor(options), options);
+  }
+
+  private makeCursor(options: CursorOptions): BoundedCursor {
+    this.checkOpen();
+    const seq = this.readSequence(options);
+    const bounds = normalizeBounds(options);
+    const fill = options.fillCache ?? true;
+    const v = this.versions.current;
+    this.versions.ref(v);
+    const children: InternalIterator[] = [this.mem.iterator()];
+    if (this.imm !== null) children.push(this.imm.iterator());
+    const held: number[] = [];
+    const levels: LevelIterator[] = [];
+    try {
+      for (const f of v.files[0]!) {
+        const t = this.tableCache.acquire(f.number);
+        held.push(f.number);
+        children.push(t.iterator(fill));
+      }
+      for (let l = 1; l < NUM_LEVELS; l++) {
+        if (v.files[l]!.length === 0) continue;
+        const it = new LevelIterator(v.files[l]!, this.tableCache, fill);
+        levels.push(it);
+        children.push(it);
+      }
+    } catch (err) {
+      for (const n of held) this.tableCache.release(n);
+      this.versions.unref(v);
+      throw err;
+    }
+    this.liveIterators++;
+    const release = (): void => {
+      for (const n of held) this.tableCache.release(n);
+      for (const it of levels) it.close();
+      this.versions.unref(v);
+      this.liveIterators--;
+      if (!this.closed) this.deleteObsoleteFiles(false);
+    };
+    return new BoundedCursor(new UserIterator(new MergingIterator(children), seq), bounds, release);
+  }
+
+  // ---------------------------------------------------------------- background work
+
+  private maybeScheduleBackground(): void {
+    if (this.bgActive || this.closing || this.bgError) return;
+    if (this.imm === null && (!this.opts.autoCompaction || this.pickCompaction() === undefined)) return;
+    this.bgActive = true;
+    this.bgPromise = this.backgroundLoop();
+  }
+
+  private async backgroundLoop(): Promise<void> {
+    try {
+      await yieldToLoop();
+      while (!this.closing && !this.bgError) {
+        if (this.imm !== null) {
+          await this.flushImmutable();
+          continue;
+        }
+        if (!this.opts.autoCompaction) break;
+        const c = this.pickCompaction();
+        if (c === undefined) break;
+        await this.runCompaction(c);
+      }
+    } catch (err) {
+      if (!(err instanceof ClosingAbort)) this.setBgError(err);
+    } finally {
+      this.bgActive = false;
+      this.bgSignal.notify();
+    }
+  }
+
+  private setBgError(err: unknown): void {
+    if (this.bgError) return;
+    this.bgError =
+      err instanceof StowageError ? err : new StowageError("STOWAGE_KV_IO", `background work failed: ${String(err)}`, { cause: err });
+    this.bgSignal.notify();
+  }
+
+  private readOnlyError(): StowageError {
+    return new StowageError(
+      "STOWAGE_KV_READ_ONLY",
+      `store is read-only after an earlier failure (${this.bgError?.message ?? "unknown"}); reopen it to recover`,
+      { cause: this.bgError },
+    );
+  }
+
+  private async flushImmutable(): Promise<void> {
+    const imm = this.imm!;
+    const meta = await this.writeLevel0Table(imm);
+    const edit = new VersionEdit();
+    if (meta !== undefined) edit.addFile(0, meta);
+    edit.logNumber = this.immNextLog;
+    await this.versions.logAndApply(edit);
+    if (meta !== undefined) this.pendingOutputs.delete(meta.number);
+    this.imm = null;
+    this.counters.flushes++;
+    this.bgSignal.notify();
+    this.deleteObsoleteFiles(false);
+  }
+
+  /** Writes a memtable to a new table (synced). The file stays in pendingOutputs until installed. */
+  private async writeLevel0Table(mem: Memtable): Promise<FileMeta | undefined> {
+    const num = this.versions.newFileNumber();
+    this.pendingOutputs.add(num);
+    const out = this.newOutput(num);
+    const it = mem.iterator();
+    let last = Date.now();
+    let n = 0;
+    try {
+      for (it.seekToFirst(); it.valid(); it.next()) {
+        out.builder.add(it.key(), it.value());
+        if (++n % 1024 === 0 && Date.now() - last >= YIELD_AFTER_MS) {
+          await yieldToLoop();
+          last = Date.now();
+        }
+      }
+      return await this.finishOutput(out);
+    } catch (err) {
+      this.abandonOutput(out);
+      throw err;
+    }
+  }
+
+  private newOutput(num: number): { num: number; file: WritableFile; builder: TableBuilder } {
+    const file = this.fs.createWritable(joinPath(this.location, tableFileName(num)));
+    const builder = new TableBuilder(file, {
+      blockSize: this.opts.blockSize,
+      restartInterval: this.opts.blockRestartInterval,
+      bloomBitsPerKey: this.opts.bloomBitsPerKey,
+    });
+    return { num, file, builder };
+  }
+
+  private async finishOutput(out: { num: number; file: WritableFile; builder: TableBuilder }): Promise<FileMeta | undefined> {
+    if (out.builder.numEntries === 0) {
+      out.file.close();
+      this.fs.remove(out.file.path);
+      this.pendingOutputs.delete(out.num);
+      return undefined;
+    }
+    const props = out.builder.finish();
+    await out.file.sync();
+    out.file.close();
+    return { number: out.num, size: props.fileSize, smallest: props.smallest, largest: props.largest };
+  }
+
+  private abandonOutput(out: { num: number; file: WritableFile }): void {
+    try {
+      out.file.close();
+    } catch {
+      // already failing
+    }
+    try {
+      this.fs.remove(out.file.path);
+    } catch {
+      // removed by the next obsolete-file pass
+    }
+    this.pendingOutputs.delete(out.num);
+  }
+
+  private maxBytesForLevel(level: number): number {
+    return this.opts.maxBytesForLevelBase * this.opts.levelSizeMultiplier ** (level - 1);
+  }
+
+  private pickCompaction(): Compaction | undefined {
+    const v = this.versions.current;
+    let bestLevel = -1;
+    let bestScore = 1;
+    for (let level = 0; level < NUM_LEVELS - 1; level++) {
+      const score =
+        level === 0 ? v.files[0]!.length / this.opts.l0CompactionTrigger : v.levelBytes(level) / this.maxBytesForLevel(level);
+      if (score >= bestScore) {
+        bestScore = score;
+        bestLevel = level;
+      }
+    }
+    if (bestLevel < 0) return undefined;
+    return this.compactionFor(v, bestLevel);
+  }
+
+  private compactionFor(v: Version, level: number): Compaction | undefined {
+    let inputs0: FileMeta[];
+    if (level === 0) {
+      // Level-0 files overlap each other; take them all so the level empties in one step.
+      inputs0 = [...v.files[0]!];
+    } else {
+      const files = v.files[level]!;
+      const cp = this.versions.compactPointers[level];
+      const next = cp === undefined ? undefined : files.find((f) => compareUserKeys(f.largest, cp) > 0);
+      inputs0 = [next ?? files[0]!];
+    }
+    if (inputs0.length === 0) return undefined;
+    const [smallest, largest] = keyRange(inputs0);
+    return { level, inputs: [inputs0, v.overlapping(level + 1, smallest, largest)] };
+  }
+
+  private async runCompaction(c: Compaction): Promise<void> {
+    const v = this.versions.current;
+    const edit = new VersionEdit();
+    const [inputs0, inputs1] = c.inputs;
+    edit.compactPointers.push([c.level, keyRange(inputs0)[1]]);
+    for (const f of inputs0) edit.deleteFile(c.level, f.number);
+    for (const f of inputs1) edit.deleteFile(c.level + 1, f.number);
+    if (c.level > 0 && inputs0.length === 1 && inputs1.length === 0) {
+      // Trivial move: nothing to merge, the file changes level in the manifest only.
+      edit.addFile(c.level + 1, inputs0[0]!);
+      await this.versions.logAndApply(edit);
+      this.counters.compactions++;
+      return;
+    }
+    this.versions.ref(v);
+    const held: number[] = [];
+    const outputs: FileMeta[] = [];
+    let out: { num: number; file: WritableFile; builder: TableBuilder } | undefined;
+    try {
+      const children: InternalIterator[] = [];
+      for (const f of [...inputs0, ...inputs1]) {
+        held.push(f.number);
+        children.push(this.tableCache.acquire(f.number).iterator(false));
+      }
+      const merged = new MergingIterator(children);
+      const smallestSnapshot = this.smallestSnapshot();
+      let currentKey: Uint8Array | undefined;
+      let lastSeqForKey = Number.MAX_SAFE_INTEGER;
+      let last = Date.now();
+      let n = 0;
+      for (merged.seekToFirst(); merged.valid(); merged.next()) {
+        if (++n % 256 === 0 && Date.now() - last >= YIELD_AFTER_MS) {
+          await yieldToLoop();
+          if (this.closing) throw new ClosingAbort();
+          // A full memtable must not wait for a long compaction.
+          if (this.imm !== null) await this.flushImmutable();
+          last = Date.now();
+        }
+        const key = merged.key();
+        const ulen = key.length - TRAILER_SIZE;
+        let newKey = false;
+        if (currentKey === undefined || compareRange(key, 0, ulen, currentKey, 0, currentKey.length) !== 0) {
+          currentKey = key.slice(0, ulen);
+          lastSeqForKey = Number.MAX_SAFE_INTEGER;
+          newKey = true;
+        }
+        const seq = seqOf(key);
+        let drop = false;
+        if (lastSeqForKey <= smallestSnapshot) {
+          // A newer version of this key is visible to every reader.
+          drop = true;
+        } else if (kindOf(key) === KIND_DELETE && seq <= smallestSnapshot && this.isBaseLevelForKey(v, c.level + 2, currentKey)) {
+          // Nothing older lies below for this tombstone to hide.
+          drop = true;
+        }
+        lastSeqForKey = seq;
+        if (drop) continue;
+        if (out !== undefined && newKey && out.builder.estimatedSize >= this.opts.targetFileSize) {
+          const meta = await this.finishOutput(out);
+          out = undefined;
+          if (meta !== undefined) outputs.push(meta);
+        }
+        if (out === undefined) {
+          const num = this.versions.newFileNumber();
+          this.pendingOutputs.add(num);
+          out = this.newOutput(num);
+        }
+        out.builder.add(key, merged.value());
+      }
+      if (out !== undefined) {
+        const meta = await this.finishOutput(out);
+        out = undefined;
+        if (meta !== undefined) outputs.push(meta);
+      }
+      for (const f of outputs) edit.addFile(c.level + 1, f);
+      await this.versions.logAndApply(edit);
+      this.counters.compactions++;
+    } catch (err) {
+      if (out !== undefined) this.abandonOutput(out);
+      for (const f of outputs) {
+        this.pendingOutputs.delete(f.number);
+        try {
+          this.fs.remove(joinPath(this.location, tableFileName(f.number)));
+        } catch {
+          // the next obsolete-file pass removes it
+        }
+      }
+      throw err;
+    } finally {
+      for (const num of held) this.tableCache.release(num);
+      this.versions.unref(v);
+      for (const f of outputs) this.pendingOutputs.delete(f.number);
+    }
+    this.deleteObsoleteFiles(false);
+  }
+
+  /** True when no level from `fromLevel` down holds `userKey`. */
+  private isBaseLevelForKey(v: Version, fromLevel: number, userKey: Uint8Array): boolean {
+    for (let level = fromLevel; level < NUM_LEVELS; level++) {
+      const files = v.files[level]!;
+      const i = v.findFile(level, userKey);
+      if (i < files.length && compareUserKeyTo(userKey, files[i]!.smallest) >= 0) return false;
+    }
+    return true;
+  }
+
+  /** Deletes files no live version, log position or pending output needs. */
+  private deleteObsoleteFiles(atOpen: boolean): void {
+    if (this.bgError) return;
+    const live = this.versions.liveFiles();
+    for (const n of this.pendingOutputs) live.add(n);
+    // Logs from versions.logNumber on hold data not yet in tables (the memtables').
+    const minLog = this.versions.logNumber;
+    let names: string[];
+    try {
+      names = this.fs.readdir(this.location);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const p = parseFileName(name);
+      let keep = true;
+      switch (p.kind) {
+        case "table":
+          keep = live.has(p.num);
+          break;
+        case "log":
+          keep = p.num >= minLog;
+          break;
+        case "manifest":
+          keep = p.num >= this.versions.manifestNumber;
+          break;
+        case "temp":
+          keep = !atOpen;
+          break;
+        default:
+          keep = true;
+      }
+      if (keep) continue;
+      if (p.kind === "table") {
+        this.tableCache.forget(p.num);
+        this.blockCache.evictFile(p.num);
+      }
+      try {
+        this.fs.remove(joinPath(this.location, name));
+      } catch {
+        // Retried by the next pass.
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- maintenance
+
+  /** Writes the memtable to a table and waits until it is installed. */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.barrier(async () => {
+      if (this.mem.entries === 0) return;
+      while (this.imm !== null) {
+        if (this.bgError) throw this.readOnlyError();
+        this.maybeScheduleBackground();
+        await this.bgSignal.wait();
+      }
+      this.switchMemtable();
+    });
+    while (this.imm !== null) {
+      if (this.bgError) throw this.readOnlyError();
+      this.maybeScheduleBackground();
+      await this.bgSignal.wait();
+    }
+    if (this.bgError) throw this.readOnlyError();
+  }
+
+  /**
+   * Compacts every level down to the deepest non-empty one (or to level 1), so the key range
+   * ends up in as few files as possible. Without bounds, the whole store.
+   */
+  async compactRange(start?: Bytes, end?: Bytes): Promise<void> {
+    await this.flush();
+    const s = start === undefined ? undefined : makeInternalKey(toBytes(start, "start"), 0, KIND_VALUE);
+    const e = end === undefined ? undefined : makeInternalKey(toBytes(end, "end"), 0, KIND_DELETE);
+    let deepest = 1;
+    for (let l = 1; l < NUM_LEVELS; l++) if (this.versions.current.files[l]!.length > 0) deepest = l;
+    for (let level = 0; level < deepest; level++) {
+      // Let any running background step finish, then compact this level ourselves.
+      while (this.bgActive) await this.bgSignal.wait();
+      if (this.bgError) throw this.readOnlyError();
+      const v = this.versions.current;
+      const inputs0 = v.overlapping(level, s, e);
+      if (inputs0.length === 0) continue;
+      const [smallest, largest] = keyRange(inputs0);
+      this.bgActive = true;
+      try {
+        await this.runCompaction({ level, inputs: [inputs0, v.overlapping(level + 1, smallest, largest)] });
+      } catch (err) {
+        this.setBgError(err);
+        throw err;
+      } finally {
+        this.bgActive = false;
+        this.bgSignal.notify();
+      }
+    }
+    this.maybeScheduleBackground();
+  }
+
+  /**
+   * Makes a consistent copy of the store in `dir` (which must not exist or be empty): the
+   * memtable is flushed, then table files are hard-linked (copied across file systems) and a fresh
+   * manifest is written. The copy can be opened with openKv, or restored with restoreKv.
+   */
+  async checkpoint(dir: string): Promise<void> {
+    this.checkOpen();
+    const fs = this.fs;
+    if (fs.exists(dir) && fs.readdir(dir).length > 0) {
+      throw new StowageError("STOWAGE_KV_EXISTS", `checkpoint directory ${dir} is not empty`, { file: dir });
+    }
+    let v: Version | undefined;
+    let seq = 0;
+    let nextFile = 0;
+    await this.barrier(async () => {
+      if (this.mem.entries > 0) {
+        while (this.imm !== null) {
+          if (this.bgError) throw this.readOnlyError();
+          this.maybeScheduleBackground();
+          await this.bgSignal.wait();
+        }
+        this.switchMemtable();
+      }
+      while (this.imm !== null) {
+        if (this.bgError) throw this.readOnlyError();
+        this.maybeScheduleBackground();
+        await this.bgSignal.wait();
+      }
+      // No writes run inside a barrier: the current version holds exactly sequences <= seq.
+      v = this.versions.current;
+      this.versions.ref(v);
+      seq = this.versions.lastSequence;
+      nextFile = this.versions.nextFileNumber;
+    });
+    const version = v!;
+    try {
+      fs.mkdir(dir);
+      const edit = new VersionEdit();
+      edit.formatVersion = 1;
+      edit.logNumber = 0;
+      edit.nextFileNumber = nextFile + 1;
+      edit.lastSequence = seq;
+      for (let l = 0; l < NUM_LEVELS; l++) {
+        for (const f of version.files[l]!) {
+          fs.linkOrCopy(joinPath(this.location, tableFileName(f.number)), joinPath(dir, tableFileName(f.number)));
+          edit.addFile(l, f);
+        }
+      }
+      await writeStandaloneManifest(fs, dir, nextFile, edit);
+    } finally {
+      this.versions.unref(version);
+      this.deleteObsoleteFiles(false);
+    }
+  }
+
+  // ---------------------------------------------------------------- lifecycle and stats
+
+  stats(): KvStats {
+    const v = this.versions.current;
+    return {
+      sequence: this.versions.lastSequence,
+      memtableBytes: this.mem.approximateBytes,
+      immutableMemtables: this.imm === null ? 0 : 1,
+      levels: v.files.map((files, l) => ({ files: files.length, bytes: v.levelBytes(l) })),
+      blockCache: {
+        bytes: this.blockCache.bytes,
+        capacity: this.blockCache.capacity,
+        hits: this.blockCache.hits,
+        misses: this.blockCache.misses,
+      },
+      compactions: this.counters.compactions,
+      flushes: this.counters.flushes,
+      writeStallsMs: this.counters.writeStallsMs,
+      liveSnapshots: [...this.snapshots.values()].reduce((a, b) => a + b, 0),
+      liveIterators: this.liveIterators,
+    };
+  }
+
+  /** Waits until no flush or compaction is pending (tests and benchmarks use this). */
+  async waitForBackground(): Promise<void> {
+    for (;;) {
+      if (this.bgError) throw this.readOnlyError();
+      if (!this.bgActive) {
+        this.maybeScheduleBackground();
+        if (!this.bgActive) return;
+      }
+      await this.bgSignal.wait();
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) {
+      while (!this.closed) await new Promise((r) => setTimeout(r, 1));
+      return;
+    }
+    this.closing = true;
+    // Writes already queued complete; new ones are refused.
+    while (this.writing) await this.writerDone;
+    this.bgSignal.notify();
+    await this.bgPromise;
+    let syncError: unknown;
+    try {
+      if (this.walUnsynced && !this.bgError) await this.wal.sync();
+    } catch (err) {
+      syncError = err;
+    }
+    try {
+      this.wal.close();
+    } catch (err) {
+      syncError ??= err;
+    }
+    this.versions.close();
+    this.tableCache.closeAll();
+    this.closed = true;
+    this.unlock();
+    if (syncError !== undefined) throw syncError;
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw closedError();
+  }
+}
+
+/** A batch built step by step and committed with write(). */
+export class ChainedBatch {
+  private readonly b = new WriteBatch();
+  private done = false;
+
+  constructor(private readonly db: Kv) {}
+
+  put(key: Bytes, value: Bytes): this {
+    this.check();
+    this.b.put(key, value);
+    return this;
+  }
+
+  del(key: Bytes): this {
+    this.check();
+    this.b.del(key);
+    return this;
+  }
+
+  clear(): this {
+    this.check();
+    this.b.clear();
+    return this;
+  }
+
+  get length(): number {
+    return this.b.count;
+  }
+
+  write(options?: WriteOptions): Promise<void> {
+    this.check();
+    this.done = true;
+    return this.db.write(this.b, options);
+  }
+
+  private check(): void {
+    if (this.done) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "batch was already written");
+  }
+}
+
+class ClosingAbort extends Error {}
+
+function closedError(): StowageError {
+  return new StowageError("STOWAGE_KV_CLOSED", "store is closed");
+}
+
+function resolveOptions(o: KvOptions): Resolved {
+  const r: Resolved = { ...DEFAULTS, fs: o.fs ?? nodeFileSystem };
+  for (const [k, v] of Object.entries(o)) {
+    if (v !== undefined) (r as unknown as Record<string, unknown>)[k] = v;
+  }
+  const positive = [
+    "memtableSize",
+    "maxOpenTables",
+    "blockSize",
+    "blockRestartInterval",
+    "targetFileSize",
+    "maxBytesForLevelBase",
+    "levelSizeMultiplier",
+    "l0CompactionTrigger",
+    "l0SlowdownTrigger",
+    "l0StopTrigger",
+  ] as const;
+  for (const k of positive) {
+    if (!Number.isFinite(r[k]) || r[k] <= 0) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `option ${k} must be a positive number`);
+  }
+  if (!Number.isFinite(r.blockCacheSize) || r.blockCacheSize < 0) {
+    throw new StowageError("STOWAGE_INVALID_ARGUMENT", "option blockCacheSize must be >= 0");
+  }
+  if (!Number.isFinite(r.bloomBitsPerKey) || r.bloomBitsPerKey < 0) {
+    throw new StowageError("STOWAGE_INVALID_ARGUMENT", "option bloomBitsPerKey must be >= 0");
+  }
+  return r;
+}
+
+/** Writes MANIFEST-<num> holding `edit` alone, and a CURRENT naming it (used by checkpoint and repair). */
+export async function writeStandaloneManifest(fs: FileSystem, dir: string, num: number, edit: VersionEdit): Promise<void> {
+  const path = joinPath(dir, manifestFileName(num));
+  const w = new LogWriter(fs.createWritable(path));
+  try {
+    w.addRecord(logHeaderRecord(LOG_KIND_MANIFEST));
+    w.addRecord(edit.encode());
+    await w.sync();
+  } finally {
+    w.close();
+  }
+  const name = manifestFileName(num);
+  const tmp = joinPath(dir, `${num}.tmp`);
+  const f = fs.createWritable(tmp);
+  try {
+    f.append(encodeCurrent(name));
+    await f.sync();
+  } finally {
+    f.close();
+  }
+  fs.rename(tmp, joinPath(dir, CURRENT_FILE));
+  await fs.syncDir(dir);
+}
