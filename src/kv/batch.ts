@@ -57,12 +57,6 @@ export class WriteBatch {
     this.count = 0;
   }
 
-  /** Gives up the encoded bytes (the memtable now references them) and starts empty. */
-  detach(): void {
-    this.data.buf = new Uint8Array(64);
-    this.clear();
-  }
-
   /** Bytes of operations (excluding the header). */
   get byteLength(): number {
     return this.data.len - BATCH_HEADER_SIZE;

@@ -1,14 +1,19 @@
 /**
- * A byte-charged LRU cache keyed by numbers, used as the table block cache.
+ * A byte-charged cache keyed by numbers, used as the table block cache.
  *
- * Recency is a JS Map's insertion order: the first entry is the least recently used, and a hit
- * moves its entry to the end (delete + set). Block keys are `fileId * 2^32 + blockOffset` (see
- * `blockCacheKey`), and the cache keeps a per-file set of keys so that all blocks of a deleted
- * table can be evicted without scanning the whole cache.
+ * Eviction order is a JS Map's insertion order with second chance (CLOCK): a hit only sets the
+ * entry's `ref` bit, and eviction walks from the oldest entry, moving referenced entries to the
+ * newest end (clearing the bit) and evicting the first unreferenced one. This approximates LRU
+ * (an entry hit since it was last passed over is never evicted before one that was not) while a
+ * hit costs one Map lookup instead of delete + set, and it resists one-off scans better than
+ * strict LRU.
  *
- * File ids are file numbers modulo 2^21, so that keys stay exact doubles; two live files whose
- * numbers differ by a multiple of 2^21 share an id, which is why a reader must check that a cached
- * block really belongs to its file and offset (the table layer does, see Block.fileNumber).
+ * Block keys are `fileId * 2^32 + blockOffset` (see `blockCacheKey`), and the cache keeps a
+ * per-file set of keys so that all blocks of a deleted table can be evicted without scanning the
+ * whole cache. File ids are file numbers modulo 2^21, so that keys stay exact doubles; two live
+ * files whose numbers differ by a multiple of 2^21 share an id, which is why a reader must check
+ * that a cached block really belongs to its file and offset (the table layer does, see
+ * Block.fileNumber / Block.offset).
  */
 
 const TWO_32 = 0x1_0000_0000;
@@ -31,14 +36,14 @@ export function blockCacheKey(fileNumber: number, offset: number): number {
 interface CacheEntry<V> {
   value: V;
   charge: number;
+  /** Hit since eviction last passed over it. */
+  ref: boolean;
 }
 
 export class LruCache<V> {
   private readonly map = new Map<number, CacheEntry<V>>();
   /** fileId -> keys of that file currently cached. */
   private readonly byFile = new Map<number, Set<number>>();
-  /** The most recently used key (lets a repeated hit skip the reordering). */
-  private newest = -1;
   private used = 0;
   hits = 0;
   misses = 0;
@@ -56,7 +61,7 @@ export class LruCache<V> {
     return this.map.size;
   }
 
-  /** The cached value, made most recently used; counts a hit or a miss. */
+  /** The cached value (marked as recently used), counting a hit or a miss. */
   get(key: number): V | undefined {
     const e = this.map.get(key);
     if (e === undefined) {
@@ -64,11 +69,7 @@ export class LruCache<V> {
       return undefined;
     }
     this.hits++;
-    if (key !== this.newest) {
-      this.map.delete(key);
-      this.map.set(key, e);
-      this.newest = key;
-    }
+    e.ref = true;
     return e.value;
   }
 
@@ -82,9 +83,9 @@ export class LruCache<V> {
   }
 
   /**
-   * Caches `value` as most recently used, replacing any entry under `key`, then evicts least
-   * recently used entries until the charges fit the capacity. A value whose charge alone exceeds
-   * the capacity is not cached (and any older entry under `key` is dropped).
+   * Caches `value` as the newest entry, replacing any entry under `key`, then evicts entries
+   * (oldest unreferenced first) until the charges fit the capacity. A value whose charge alone
+   * exceeds the capacity is not cached (and any older entry under `key` is dropped).
    */
   set(key: number, value: V, charge: number): void {
     const old = this.map.get(key);
@@ -96,8 +97,7 @@ export class LruCache<V> {
       if (old !== undefined) this.unindex(key);
       return;
     }
-    this.map.set(key, { value, charge });
-    this.newest = key;
+    this.map.set(key, { value, charge, ref: false });
     this.used += charge;
     if (old === undefined) {
       const fileId = Math.floor(key / TWO_32);
@@ -133,7 +133,6 @@ export class LruCache<V> {
       this.map.delete(key);
       this.used -= e.charge;
     }
-    if (!this.map.has(this.newest)) this.newest = -1;
   }
 
   /** Removes every entry for which `pred` returns true. O(entries). */
@@ -148,16 +147,23 @@ export class LruCache<V> {
     this.map.clear();
     this.byFile.clear();
     this.used = 0;
-    this.newest = -1;
   }
 
   private evict(): void {
-    const it = this.map.entries();
+    // Entries moved to the end are visited again by the iterator, with their bit cleared, so
+    // the walk ends after at most one pass plus the evictions.
+    const map = this.map;
+    const it = map.entries();
     while (this.used > this.capacity) {
       const r = it.next();
       if (r.done === true) break;
       const [key, e] = r.value;
-      this.map.delete(key);
+      map.delete(key);
+      if (e.ref) {
+        e.ref = false;
+        map.set(key, e);
+        continue;
+      }
       this.used -= e.charge;
       this.unindex(key);
     }
@@ -169,6 +175,5 @@ export class LruCache<V> {
     if (keys === undefined) return;
     keys.delete(key);
     if (keys.size === 0) this.byFile.delete(fileId);
-    if (key === this.newest) this.newest = -1;
   }
 }

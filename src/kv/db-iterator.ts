@@ -176,7 +176,8 @@ export interface Bounds {
 export function prefixSuccessor(prefix: Uint8Array): Uint8Array | undefined {
   for (let i = prefix.length - 1; i >= 0; i--) {
     if (prefix[i] !== 0xff) {
-      const out = prefix.slice(0, i + 1);
+      // A copy: on a Buffer, slice() is a view, and the increment would change the caller's prefix.
+      const out = new Uint8Array(prefix.subarray(0, i + 1));
       out[i]!++;
       return out;
     }

@@ -24,8 +24,8 @@ import {
   makeInternalKey,
   manifestFileName,
   parseFileName,
-  seqOf,
   tableFileName,
+  userKeyOf,
 } from "./format.js";
 import { joinPath, nodeFileSystem, type FileSystem, type WritableFile } from "./fs.js";
 import { MergingIterator, type InternalIterator } from "./iterator.js";
@@ -41,7 +41,8 @@ import {
 import { acquireLock, releaseLock } from "./lock.js";
 import { Memtable } from "./memtable.js";
 import type { Block } from "./table/block.js";
-import { TableBuilder } from "./table/builder.js";
+import { BackgroundThread } from "./background.js";
+import { runCompactionJob, writeTable, type CompactionJob, type KeyRange, type TableOptions } from "./compaction.js";
 import { LevelIterator, TableCache } from "./table-cache.js";
 import type {
   BatchOperation,
@@ -77,6 +78,7 @@ const DEFAULTS: Omit<Resolved, "fs"> = {
   l0StopTrigger: 12,
   verifyChecksums: true,
   autoCompaction: true,
+  backgroundThread: true,
 };
 
 /** How long background work runs before yielding to the event loop. */
@@ -127,7 +129,7 @@ class SnapshotImpl implements Snapshot {
 }
 
 export class Kv {
-  private mem = new Memtable();
+  private mem: Memtable;
   private imm: Memtable | null = null;
   /** The WAL number created when `imm` was switched out: the flush makes older logs obsolete. */
   private immNextLog = 0;
@@ -138,8 +140,12 @@ export class Kv {
   private writing = false;
   private writerDone: Promise<void> = Promise.resolve();
   private bgError: StowageError | undefined;
-  private bgActive = false;
-  private bgPromise: Promise<void> = Promise.resolve();
+  private flushActive = false;
+  private compactActive = false;
+  private flushPromise: Promise<void> = Promise.resolve();
+  private compactPromise: Promise<void> = Promise.resolve();
+  /** The worker thread for flushes and compactions; undefined when they run in this thread. */
+  private worker: BackgroundThread | undefined;
   private readonly bgSignal = new Signal();
   private readonly pendingOutputs = new Set<number>();
   private readonly snapshots = new Map<number, number>();
@@ -157,6 +163,7 @@ export class Kv {
     private readonly opts: Resolved,
   ) {
     this.fs = opts.fs;
+    this.mem = this.newMemtable();
     this.blockCache = new LruCache<Block>(opts.blockCacheSize);
     this.tableCache = new TableCache(opts.fs, location, opts.maxOpenTables, this.blockCache, opts.verifyChecksums);
     this.versions = new VersionSet(opts.fs, location);
@@ -230,6 +237,10 @@ export class Kv {
       .filter((p) => p.kind === "log" && p.num >= vs.logNumber)
       .map((p) => p.num)
       .sort((a, b) => a - b);
+    // A log numbered past the manifest's next file number (started after its last edit) must not
+    // have its number handed out again: the new WAL would truncate it, or a new manifest or table
+    // would take it and leave the log behind, to be replayed a second time at the next open.
+    if (logs.length > 0) vs.nextFileNumber = Math.max(vs.nextFileNumber, logs[logs.length - 1]! + 1);
     let maxSeq = vs.lastSequence;
     let lastReplayed = 0;
     const mem = new Memtable();
@@ -260,7 +271,7 @@ export class Kv {
     vs.lastSequence = maxSeq;
     const edit = new VersionEdit();
     if (mem.entries > 0) {
-      const meta = await this.writeLevel0Table(mem);
+      const meta = await this.writeLevel0Table(mem, true);
       if (meta !== undefined) edit.addFile(0, meta);
     }
     this.openNewWal();
@@ -279,6 +290,13 @@ export class Kv {
       w.addRecord(logHeaderRecord(LOG_KIND_WAL));
     } catch (err) {
       w.close();
+      // A torn header followed by a later log would read as mid-log corruption at the next open:
+      // remove the file, or (if that fails too) stop creating logs after it.
+      try {
+        this.fs.remove(file.path);
+      } catch {
+        this.setBgError(err);
+      }
       throw err;
     }
     const old = this.walNumber > 0 ? this.wal : undefined;
@@ -408,8 +426,6 @@ export class Kv {
       const mem = this.mem;
       decodeBatch(record, logFileName(this.walNumber), 0, (s, kind, key, value) => mem.add(s, kind, key, value));
       this.versions.lastSequence = seq + count - 1;
-      // The memtable references the batch buffers now; never let a caller reuse them.
-      for (const b of batches) b.detach();
       for (const w of group) w.resolve();
     }
   }
@@ -440,11 +456,18 @@ export class Kv {
     }
   }
 
+  private newMemtable(): Memtable {
+    return new Memtable(Math.ceil(this.opts.memtableSize * 1.25) + 65536);
+  }
+
   private switchMemtable(): void {
+    // After a failure the current log may end in a torn record; a newer log after it would make
+    // that tail look like mid-log corruption and the store would not open.
+    if (this.bgError) throw this.readOnlyError();
     this.openNewWal();
     this.imm = this.mem;
     this.immNextLog = this.walNumber;
-    this.mem = new Memtable();
+    this.mem = this.newMemtable();
     this.maybeScheduleBackground();
   }
 
@@ -476,9 +499,12 @@ export class Kv {
         for (const f of files) {
           if (compareUserKeyTo(k, f.smallest) < 0 || compareUserKeyTo(k, f.largest) > 0) continue;
           target ??= makeInternalKey(k, seq, KIND_FOR_SEEK);
-          const e = this.tableCache.get(f.number).get(target, fill);
-          if (e !== undefined && compareRange(e.key, 0, e.key.length - TRAILER_SIZE, k, 0, k.length) === 0) {
-            return kindOf(e.key) === KIND_VALUE ? Buffer.from(e.value) : undefined;
+          const c = this.tableCache.get(f.number).lookup(target, fill);
+          if (c !== undefined) {
+            const ck = c.key();
+            if (compareRange(ck, 0, ck.length - TRAILER_SIZE, k, 0, k.length) === 0) {
+              return kindOf(ck) === KIND_VALUE ? Buffer.from(c.value()) : undefined;
+            }
           }
         }
       } else {
@@ -487,9 +513,12 @@ export class Kv {
         const f = files[i]!;
         if (compareUserKeyTo(k, f.smallest) < 0) continue;
         target ??= makeInternalKey(k, seq, KIND_FOR_SEEK);
-        const e = this.tableCache.get(f.number).get(target, fill);
-        if (e !== undefined && compareRange(e.key, 0, e.key.length - TRAILER_SIZE, k, 0, k.length) === 0) {
-          return kindOf(e.key) === KIND_VALUE ? Buffer.from(e.value) : undefined;
+        const c = this.tableCache.get(f.number).lookup(target, fill);
+        if (c !== undefined) {
+          const ck = c.key();
+          if (compareRange(ck, 0, ck.length - TRAILER_SIZE, k, 0, k.length) === 0) {
+            return kindOf(ck) === KIND_VALUE ? Buffer.from(c.value()) : undefined;
+          }
         }
       }
     }
@@ -576,22 +605,44 @@ export class Kv {
 
   // ---------------------------------------------------------------- background work
 
-  private maybeScheduleBackground(): void {
-    if (this.bgActive || this.closing || this.bgError) return;
-    if (this.imm === null && (!this.opts.autoCompaction || this.pickCompaction() === undefined)) return;
-    this.bgActive = true;
-    this.bgPromise = this.backgroundLoop();
+  private get bgActive(): boolean {
+    return this.flushActive || this.compactActive;
   }
 
-  private async backgroundLoop(): Promise<void> {
+  /**
+   * Starts the flush task (when a memtable waits to be flushed) and the compaction task (when a
+   * level needs one), each unless already running. They run concurrently, so a full memtable
+   * never waits behind a long compaction.
+   */
+  private maybeScheduleBackground(): void {
+    if (this.closing || this.bgError) return;
+    if (!this.flushActive && this.imm !== null) {
+      this.flushActive = true;
+      this.flushPromise = this.flushTask();
+    }
+    if (!this.compactActive && this.opts.autoCompaction && this.pickCompaction() !== undefined) {
+      this.compactActive = true;
+      this.compactPromise = this.compactionTask();
+    }
+  }
+
+  private async flushTask(): Promise<void> {
+    try {
+      await yieldToLoop();
+      while (this.imm !== null && !this.closing && !this.bgError) await this.flushImmutable();
+    } catch (err) {
+      if (!(err instanceof ClosingAbort)) this.setBgError(err);
+    } finally {
+      this.flushActive = false;
+      this.bgSignal.notify();
+      this.maybeScheduleBackground();
+    }
+  }
+
+  private async compactionTask(): Promise<void> {
     try {
       await yieldToLoop();
       while (!this.closing && !this.bgError) {
-        if (this.imm !== null) {
-          await this.flushImmutable();
-          continue;
-        }
-        if (!this.opts.autoCompaction) break;
         const c = this.pickCompaction();
         if (c === undefined) break;
         await this.runCompaction(c);
@@ -599,9 +650,36 @@ export class Kv {
     } catch (err) {
       if (!(err instanceof ClosingAbort)) this.setBgError(err);
     } finally {
-      this.bgActive = false;
+      this.compactActive = false;
       this.bgSignal.notify();
+      this.maybeScheduleBackground();
     }
+  }
+
+  /** Where flush and compaction jobs run: the worker thread, or this one (yielding regularly). */
+  private backgroundThread(): BackgroundThread | undefined {
+    if (!this.opts.backgroundThread) return undefined;
+    this.worker ??= new BackgroundThread();
+    return this.worker;
+  }
+
+  /** A pause callback for in-thread jobs: yields to the event loop every few milliseconds. */
+  private yielder(): () => Promise<void> {
+    let last = Date.now();
+    return async () => {
+      if (Date.now() - last < YIELD_AFTER_MS) return;
+      await yieldToLoop();
+      if (this.closing) throw new ClosingAbort();
+      last = Date.now();
+    };
+  }
+
+  private tableOptions(): TableOptions {
+    return {
+      blockSize: this.opts.blockSize,
+      restartInterval: this.opts.blockRestartInterval,
+      bloomBitsPerKey: this.opts.bloomBitsPerKey,
+    };
   }
 
   private setBgError(err: unknown): void {
@@ -633,64 +711,25 @@ export class Kv {
     this.deleteObsoleteFiles(false);
   }
 
-  /** Writes a memtable to a new table (synced). The file stays in pendingOutputs until installed. */
-  private async writeLevel0Table(mem: Memtable): Promise<FileMeta | undefined> {
+  /**
+   * Writes a memtable to a new table (synced). The file stays in pendingOutputs until the caller
+   * installs it. At open (`inThread`) the work always runs here.
+   */
+  private async writeLevel0Table(mem: Memtable, inThread = false): Promise<FileMeta | undefined> {
     const num = this.versions.newFileNumber();
     this.pendingOutputs.add(num);
-    const out = this.newOutput(num);
-    const it = mem.iterator();
-    let last = Date.now();
-    let n = 0;
     try {
-      for (it.seekToFirst(); it.valid(); it.next()) {
-        out.builder.add(it.key(), it.value());
-        if (++n % 1024 === 0 && Date.now() - last >= YIELD_AFTER_MS) {
-          await yieldToLoop();
-          last = Date.now();
-        }
-      }
-      return await this.finishOutput(out);
+      const worker = inThread ? undefined : this.backgroundThread();
+      const meta =
+        worker !== undefined
+          ? await worker.flush(this.location, num, this.tableOptions(), mem.exportState())
+          : await writeTable(this.fs, this.location, num, mem.iterator(), this.tableOptions(), this.yielder());
+      if (meta === undefined) this.pendingOutputs.delete(num);
+      return meta;
     } catch (err) {
-      this.abandonOutput(out);
+      this.pendingOutputs.delete(num);
       throw err;
     }
-  }
-
-  private newOutput(num: number): { num: number; file: WritableFile; builder: TableBuilder } {
-    const file = this.fs.createWritable(joinPath(this.location, tableFileName(num)));
-    const builder = new TableBuilder(file, {
-      blockSize: this.opts.blockSize,
-      restartInterval: this.opts.blockRestartInterval,
-      bloomBitsPerKey: this.opts.bloomBitsPerKey,
-    });
-    return { num, file, builder };
-  }
-
-  private async finishOutput(out: { num: number; file: WritableFile; builder: TableBuilder }): Promise<FileMeta | undefined> {
-    if (out.builder.numEntries === 0) {
-      out.file.close();
-      this.fs.remove(out.file.path);
-      this.pendingOutputs.delete(out.num);
-      return undefined;
-    }
-    const props = out.builder.finish();
-    await out.file.sync();
-    out.file.close();
-    return { number: out.num, size: props.fileSize, smallest: props.smallest, largest: props.largest };
-  }
-
-  private abandonOutput(out: { num: number; file: WritableFile }): void {
-    try {
-      out.file.close();
-    } catch {
-      // already failing
-    }
-    try {
-      this.fs.remove(out.file.path);
-    } catch {
-      // removed by the next obsolete-file pass
-    }
-    this.pendingOutputs.delete(out.num);
   }
 
   private maxBytesForLevel(level: number): number {
@@ -743,96 +782,57 @@ export class Kv {
       this.counters.compactions++;
       return;
     }
+    const inputs = [...inputs0, ...inputs1];
+    const job: CompactionJob = {
+      dir: this.location,
+      inputs: inputs.map((f) => f.number),
+      smallestSnapshot: this.smallestSnapshot(),
+      deeper: v.files.slice(c.level + 2).map((files) => files.map((f): KeyRange => [userKeyOf(f.smallest), userKeyOf(f.largest)])),
+      targetFileSize: this.opts.targetFileSize,
+      table: this.tableOptions(),
+    };
     this.versions.ref(v);
-    const held: number[] = [];
-    const outputs: FileMeta[] = [];
-    let out: { num: number; file: WritableFile; builder: TableBuilder } | undefined;
+    const reserved: number[] = [];
+    let outputs: FileMeta[] = [];
     try {
-      const children: InternalIterator[] = [];
-      for (const f of [...inputs0, ...inputs1]) {
-        held.push(f.number);
-        children.push(this.tableCache.acquire(f.number).iterator(false));
-      }
-      const merged = new MergingIterator(children);
-      const smallestSnapshot = this.smallestSnapshot();
-      let currentKey: Uint8Array | undefined;
-      let lastSeqForKey = Number.MAX_SAFE_INTEGER;
-      let last = Date.now();
-      let n = 0;
-      for (merged.seekToFirst(); merged.valid(); merged.next()) {
-        if (++n % 256 === 0 && Date.now() - last >= YIELD_AFTER_MS) {
-          await yieldToLoop();
-          if (this.closing) throw new ClosingAbort();
-          // A full memtable must not wait for a long compaction.
-          if (this.imm !== null) await this.flushImmutable();
-          last = Date.now();
-        }
-        const key = merged.key();
-        const ulen = key.length - TRAILER_SIZE;
-        let newKey = false;
-        if (currentKey === undefined || compareRange(key, 0, ulen, currentKey, 0, currentKey.length) !== 0) {
-          currentKey = key.slice(0, ulen);
-          lastSeqForKey = Number.MAX_SAFE_INTEGER;
-          newKey = true;
-        }
-        const seq = seqOf(key);
-        let drop = false;
-        if (lastSeqForKey <= smallestSnapshot) {
-          // A newer version of this key is visible to every reader.
-          drop = true;
-        } else if (kindOf(key) === KIND_DELETE && seq <= smallestSnapshot && this.isBaseLevelForKey(v, c.level + 2, currentKey)) {
-          // Nothing older lies below for this tombstone to hide.
-          drop = true;
-        }
-        lastSeqForKey = seq;
-        if (drop) continue;
-        if (out !== undefined && newKey && out.builder.estimatedSize >= this.opts.targetFileSize) {
-          const meta = await this.finishOutput(out);
-          out = undefined;
-          if (meta !== undefined) outputs.push(meta);
-        }
-        if (out === undefined) {
+      const worker = this.backgroundThread();
+      if (worker !== undefined) {
+        // Outputs never exceed the inputs' bytes, so this many numbers always suffice.
+        let bytes = 0;
+        for (const f of inputs) bytes += f.size;
+        const n = 2 * Math.ceil(bytes / this.opts.targetFileSize) + inputs.length + 4;
+        for (let i = 0; i < n; i++) {
           const num = this.versions.newFileNumber();
+          reserved.push(num);
           this.pendingOutputs.add(num);
-          out = this.newOutput(num);
         }
-        out.builder.add(key, merged.value());
-      }
-      if (out !== undefined) {
-        const meta = await this.finishOutput(out);
-        out = undefined;
-        if (meta !== undefined) outputs.push(meta);
+        outputs = await worker.compact(job, reserved);
+      } else {
+        outputs = await runCompactionJob(job, {
+          fs: this.fs,
+          openTable: (num) => {
+            const t = this.tableCache.acquire(num);
+            return { iter: t.iterator(false), release: () => this.tableCache.release(num) };
+          },
+          newFileNumber: () => {
+            const num = this.versions.newFileNumber();
+            reserved.push(num);
+            this.pendingOutputs.add(num);
+            return num;
+          },
+          pause: this.yielder(),
+        });
       }
       for (const f of outputs) edit.addFile(c.level + 1, f);
+      // If this fails, the outputs stay: the edit may have reached the manifest (e.g. only the
+      // fsync failed), and then the next open needs them. If it did not, that open removes them.
       await this.versions.logAndApply(edit);
       this.counters.compactions++;
-    } catch (err) {
-      if (out !== undefined) this.abandonOutput(out);
-      for (const f of outputs) {
-        this.pendingOutputs.delete(f.number);
-        try {
-          this.fs.remove(joinPath(this.location, tableFileName(f.number)));
-        } catch {
-          // the next obsolete-file pass removes it
-        }
-      }
-      throw err;
     } finally {
-      for (const num of held) this.tableCache.release(num);
       this.versions.unref(v);
-      for (const f of outputs) this.pendingOutputs.delete(f.number);
+      for (const num of reserved) this.pendingOutputs.delete(num);
     }
     this.deleteObsoleteFiles(false);
-  }
-
-  /** True when no level from `fromLevel` down holds `userKey`. */
-  private isBaseLevelForKey(v: Version, fromLevel: number, userKey: Uint8Array): boolean {
-    for (let level = fromLevel; level < NUM_LEVELS; level++) {
-      const files = v.files[level]!;
-      const i = v.findFile(level, userKey);
-      if (i < files.length && compareUserKeyTo(userKey, files[i]!.smallest) >= 0) return false;
-    }
-    return true;
   }
 
   /** Deletes files no live version, log position or pending output needs. */
@@ -913,21 +913,24 @@ export class Kv {
     let deepest = 1;
     for (let l = 1; l < NUM_LEVELS; l++) if (this.versions.current.files[l]!.length > 0) deepest = l;
     for (let level = 0; level < deepest; level++) {
-      // Let any running background step finish, then compact this level ourselves.
-      while (this.bgActive) await this.bgSignal.wait();
+      // Let a running compaction finish, then compact this level ourselves.
+      while (this.compactActive) await this.bgSignal.wait();
       if (this.bgError) throw this.readOnlyError();
       const v = this.versions.current;
-      const inputs0 = v.overlapping(level, s, e);
+      let inputs0 = v.overlapping(level, s, e);
       if (inputs0.length === 0) continue;
+      // Level-0 files overlap each other: an older one outside the range can hold older versions
+      // of keys in the chosen ones (which would then shadow or outlive them), so take them all.
+      if (level === 0) inputs0 = [...v.files[0]!];
       const [smallest, largest] = keyRange(inputs0);
-      this.bgActive = true;
+      this.compactActive = true;
       try {
         await this.runCompaction({ level, inputs: [inputs0, v.overlapping(level + 1, smallest, largest)] });
       } catch (err) {
         this.setBgError(err);
         throw err;
       } finally {
-        this.bgActive = false;
+        this.compactActive = false;
         this.bgSignal.notify();
       }
     }
@@ -1037,7 +1040,8 @@ export class Kv {
     // Writes already queued complete; new ones are refused.
     while (this.writing) await this.writerDone;
     this.bgSignal.notify();
-    await this.bgPromise;
+    await Promise.all([this.flushPromise, this.compactPromise]);
+    if (this.worker !== undefined) await this.worker.close();
     let syncError: unknown;
     try {
       if (this.walUnsynced && !this.bgError) await this.wal.sync();
@@ -1108,7 +1112,9 @@ function closedError(): StowageError {
 }
 
 function resolveOptions(o: KvOptions): Resolved {
-  const r: Resolved = { ...DEFAULTS, fs: o.fs ?? nodeFileSystem };
+  // An injected file system (fault and crash tests) keeps background work in this thread,
+  // where it goes through that file system; the worker always uses the real one.
+  const r: Resolved = { ...DEFAULTS, fs: o.fs ?? nodeFileSystem, backgroundThread: o.fs === undefined };
   for (const [k, v] of Object.entries(o)) {
     if (v !== undefined) (r as unknown as Record<string, unknown>)[k] = v;
   }

@@ -39,6 +39,12 @@ export interface KvOptions {
   verifyChecksums?: boolean;
   /** Compact in the background automatically. Default true (tests may turn it off). */
   autoCompaction?: boolean;
+  /**
+   * Run flushes and compactions in a worker thread (the second core) instead of interleaved with
+   * requests on the event loop. Default true, except with an injected `fs`: the worker always
+   * works on the real file system, so fault and crash tests run background work in-thread.
+   */
+  backgroundThread?: boolean;
   /** The file system to use; tests inject faults through it. */
   fs?: FileSystem;
 }

@@ -410,6 +410,40 @@ test("table: the block cache is used, bounded, skipped without fillCache and evi
   table.close();
 });
 
+test("table: files whose numbers share a cache id never see each other's blocks", () => {
+  const a = randomEntries(mulberry32(1), 500);
+  const b = randomEntries(mulberry32(2), 500);
+  const cache = new LruCache<Block>(1 << 20);
+  const ta = openTable(writeTable(a, { blockSize: 512 }), cache, true, 5);
+  const tb = openTable(writeTable(b, { blockSize: 512 }), cache, true, 5 + 2 ** 21);
+  assert.equal(blockCacheKey(5, 0), blockCacheKey(5 + 2 ** 21, 0));
+  for (let round = 0; round < 2; round++) {
+    for (const [t, entries] of [
+      [ta, a],
+      [tb, b],
+    ] as const) {
+      const it = t.iterator();
+      let i = 0;
+      for (it.seekToFirst(); it.valid(); it.next()) assertAt(it, entries, i++, `round ${round}`);
+      assert.equal(i, entries.length);
+    }
+  }
+  ta.close();
+  tb.close();
+});
+
+test("table: lookup returns the table's cursor without copying", () => {
+  const entries = randomEntries(mulberry32(3), 1000);
+  const table = openTable(writeTable(entries, { blockSize: 512 }));
+  for (const e of entries) {
+    const c = table.lookup(e.key);
+    assert.ok(c !== undefined);
+    assert.equal(c.compareKey(e.key), 0);
+    assert.equal(hex(c.value()), hex(e.value));
+  }
+  table.close();
+});
+
 // ---------------------------------------------------------------------------------------------
 // Corruption and versions
 
@@ -533,6 +567,22 @@ test("lru: evicts least recently used, stays within capacity, skips oversized en
   assert.ok(c.delete(1));
   assert.equal(c.bytes, 10);
   assert.ok(!c.delete(1));
+});
+
+test("lru: an entry hit since the last eviction pass outlives unreferenced ones", () => {
+  const c = new LruCache<number>(3);
+  c.set(1, 1, 1);
+  c.set(2, 2, 1);
+  c.set(3, 3, 1);
+  c.get(1);
+  c.set(4, 4, 1); // 1 gets a second chance, 2 goes
+  assert.ok(c.has(1) && !c.has(2) && c.has(3) && c.has(4));
+  c.set(5, 5, 1); // 3 goes; 1 is unreferenced again but newer
+  assert.ok(c.has(1) && !c.has(3));
+  c.set(6, 6, 1);
+  c.set(7, 7, 1);
+  assert.ok(!c.has(1), "an entry not hit again ages out");
+  assert.equal(c.bytes, 3);
 });
 
 seeded("lru: random workload never exceeds capacity and evictFile removes one file's blocks", (rand) => {

@@ -47,6 +47,31 @@ export function compareInternalRange(
   return 0;
 }
 
+/** Common user-key prefix length found by the last `compareFrom` call. */
+let lcpOut = 0;
+
+/**
+ * compareInternalRange(a[aStart, aStart + aLen), t) for a caller that knows the first `from`
+ * user-key bytes of both are equal; leaves their common user-key prefix length in `lcpOut`.
+ * (Seeks use it to skip prefixes already matched by earlier comparisons.)
+ */
+function compareFrom(a: Uint8Array, aStart: number, aLen: number, t: Uint8Array, from: number): number {
+  const aUser = aLen - TRAILER_SIZE;
+  const tUser = t.length - TRAILER_SIZE;
+  const n = aUser < tUser ? aUser : tUser;
+  let i = from < n ? from : n;
+  while (i < n && a[aStart + i] === t[i]) i++;
+  lcpOut = i;
+  if (i < n) return a[aStart + i] - t[i];
+  if (aUser !== tUser) return aUser - tUser;
+  const ab = aStart + aUser;
+  for (let j = TRAILER_SIZE - 1; j >= 0; j--) {
+    const d = t[tUser + j] - a[ab + j];
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
 /** A parsed, immutable block. Cheap to construct: only the restart array is validated. */
 export class Block {
   /** Offset where the entries end and the restart array begins. */
@@ -120,6 +145,8 @@ export class BlockIterator implements InternalIterator {
   /** The current key, exactly `klen` bytes long (or stale when klen is 0 after a restart jump). */
   private kbuf: Uint8Array = EMPTY;
   private klen = 0;
+  /** Bytes the current key shares with the previous one (its entry's `shared` field). */
+  private shared = 0;
   private readonly kbufs: (Uint8Array | undefined)[] = [];
   private vview: Uint8Array | undefined;
   private readonly tmp = [0, 0];
@@ -181,19 +208,32 @@ export class BlockIterator implements InternalIterator {
 
   seek(target: Uint8Array): void {
     const data = this.data;
-    const tlen = target.length;
-    // Find the last restart point whose key is < target.
+    // Find the last restart point whose key is < target. Every key between the bounds found so
+    // far shares min(lcpLo, lcpHi) user-key bytes with target, so comparisons start there.
     let left = 0;
     let right = this.numRestarts - 1;
+    let lcpLo = 0;
+    let lcpHi = 0;
     while (left < right) {
       const mid = (left + right + 1) >>> 1;
       const start = this.restartKey(mid);
-      if (compareInternalRange(data, start, start + this.klen, target, 0, tlen) < 0) left = mid;
-      else right = mid - 1;
+      if (compareFrom(data, start, this.klen, target, lcpLo < lcpHi ? lcpLo : lcpHi) < 0) {
+        left = mid;
+        lcpLo = lcpOut;
+      } else {
+        right = mid - 1;
+        lcpHi = lcpOut;
+      }
     }
     this.seekToRestart(left);
-    while (this.parseAt(this.nextOff)) {
-      if (compareInternalRange(this.kbuf, 0, this.klen, target, 0, tlen) >= 0) return;
+    // Scan forward. The next key shares `shared` bytes with the previous one, which shared
+    // `matched` user-key bytes with target: both agree with target on min(shared, matched) bytes.
+    let matched = lcpLo < lcpHi ? lcpLo : lcpHi; // the restart key lies between the bounds
+    if (!this.parseAt(this.nextOff)) return;
+    while (compareFrom(this.kbuf, 0, this.klen, target, matched) < 0) {
+      matched = lcpOut;
+      if (!this.parseAt(this.nextOff)) return;
+      if (this.shared < matched) matched = this.shared;
     }
   }
 
@@ -326,6 +366,7 @@ export class BlockIterator implements InternalIterator {
       kb.set(data.subarray(q, q + unshared), shared);
     }
     this.klen = len;
+    this.shared = shared;
     this.cur = p;
     this.valueOffset = q + unshared;
     this.valueLength = vlen;

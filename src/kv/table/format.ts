@@ -121,7 +121,7 @@ export function blockChecksum(blockAndType: Uint8Array): number {
 
 /**
  * Reads the block of `size` content bytes at `offset` with its trailer and returns its contents
- * (a view of the read buffer). Checks the crc when `verify`; a short read or an unknown
+ * (a Uint8Array view of the read buffer). Checks the crc when `verify`; a short read or an unknown
  * compression type is corruption.
  */
 export function readBlock(file: RandomAccessFile, offset: number, size: number, verify: boolean): Uint8Array {
@@ -133,7 +133,9 @@ export function readBlock(file: RandomAccessFile, offset: number, size: number, 
   if (buf[size] !== COMPRESSION_NONE) {
     throw corruption(file.path, offset + size, `unknown block compression type ${buf[size]}`);
   }
-  return buf.subarray(0, size);
+  // A plain Uint8Array view (not a Buffer): keeps element access monomorphic and makes the
+  // views handed out later cheap to create.
+  return new Uint8Array(buf.buffer, buf.byteOffset, size);
 }
 
 export function encodeProperties(p: TableProperties): Uint8Array {

@@ -17,6 +17,8 @@ import { TRAILER_SIZE } from "../format.js";
 import type { RandomAccessFile } from "../fs.js";
 import type { InternalIterator } from "../iterator.js";
 import { type LruCache, blockCacheKey } from "../cache.js";
+
+const TWO_32 = 0x1_0000_0000;
 import { Block, BlockIterator } from "./block.js";
 import { bloomMayContain } from "./bloom.js";
 import {
@@ -50,6 +52,8 @@ export class Table {
   private getIndex: BlockIterator | undefined;
   private getData: BlockIterator | undefined;
   private readonly tmp = [0, 0];
+  /** blockCacheKey(fileNumber, 0): a block's key is this plus its offset (below 2^32). */
+  private readonly cacheBase: number;
   private closed = false;
 
   private constructor(
@@ -66,6 +70,7 @@ export class Table {
     this.index = index;
     this.filter = filter;
     this.propsBytes = propsBytes;
+    this.cacheBase = blockCacheKey(fileNumber, 0);
   }
 
   /**
@@ -123,28 +128,34 @@ export class Table {
    * `key` is a fresh copy; `value` is a view into the (immutable) block.
    */
   get(target: Uint8Array, fillCache = true): { key: Uint8Array; value: Uint8Array } | undefined {
-    if (this.filter !== undefined && !bloomMayContain(this.filter, target, 0, target.length - TRAILER_SIZE)) {
+    const c = this.lookup(target, fillCache);
+    return c === undefined ? undefined : { key: c.key().slice(), value: c.value() };
+  }
+
+  /**
+   * The allocation-free form of `get`: the table's own cursor positioned at the first entry
+   * >= `target`, or undefined (also when the bloom filter excludes the user key). The cursor and
+   * its key bytes are only valid until the next `lookup`/`get` on this table; `value()` is a view
+   * into the block that stays valid. Do not move the cursor.
+   */
+  lookup(target: Uint8Array, fillCache = true): BlockIterator | undefined {
+    const filter = this.filter;
+    if (filter !== undefined && !bloomMayContain(filter, target, 0, target.length - TRAILER_SIZE)) {
       return undefined;
     }
     let ix = this.getIndex;
-    if (ix === undefined) {
-      ix = new BlockIterator(this.index);
-      this.getIndex = ix;
-    }
     let dc = this.getData;
-    if (dc === undefined) {
+    if (ix === undefined || dc === undefined) {
+      ix = new BlockIterator(this.index);
       dc = new BlockIterator();
+      this.getIndex = ix;
       this.getData = dc;
     }
     ix.seek(target);
     while (ix.valid()) {
       dc.reset(this.blockAt(ix, fillCache));
       dc.seek(target);
-      if (dc.valid()) {
-        const result = { key: dc.key().slice(), value: dc.value() };
-        dc.reset(this.index); // do not pin the data block
-        return result;
-      }
+      if (dc.valid()) return dc;
       ix.next(); // only reached when an index key is below its block's last key
     }
     return undefined;
@@ -170,34 +181,44 @@ export class Table {
     const data = ix.blockData;
     const start = ix.valueOffset;
     const end = start + ix.valueLength;
-    const tmp = this.tmp;
-    getVarint(data, start, end, tmp);
-    const offset = tmp[0];
-    let p = tmp[1];
-    if (p >= 0) {
-      getVarint(data, p, end, tmp);
-      p = tmp[1];
+    let offset: number;
+    let size: number;
+    let p: number;
+    const b0 = data[start];
+    if (b0 < 0x80) {
+      offset = b0;
+      p = start + 1;
+    } else {
+      getVarint(data, start, end, this.tmp);
+      offset = this.tmp[0];
+      p = this.tmp[1];
     }
-    const size = tmp[0];
+    const b1 = data[p];
+    if (p >= 0 && p < end && b1 < 0x80) {
+      size = b1;
+      p++;
+    } else {
+      if (p >= 0) getVarint(data, p, end, this.tmp);
+      size = this.tmp[0];
+      p = p < 0 ? p : this.tmp[1];
+    }
     if (p !== end || offset + size + BLOCK_TRAILER_SIZE > this.props.dataBytes) {
       throw corruption(this.path, this.index.offset + start, "bad data block handle in index");
     }
     if (offset === unlessOffset) return undefined;
-    return this.loadBlock(offset, size, fillCache);
-  }
-
-  private loadBlock(offset: number, size: number, fillCache: boolean): Block {
     const cache = this.cache;
-    if (cache === undefined) {
-      return new Block(readBlock(this.file, offset, size, this.verifyChecksums), this.path, offset, this.fileNumber);
-    }
-    const key = blockCacheKey(this.fileNumber, offset);
+    if (cache === undefined) return this.readDataBlock(offset, size);
+    const key = offset < TWO_32 ? this.cacheBase + offset : blockCacheKey(this.fileNumber, offset);
     const hit = cache.get(key);
     // Keys of files 2^21 numbers apart coincide: only trust a block that names this file.
-    if (hit !== undefined && hit.fileNumber === this.fileNumber && hit.offset === offset) return hit;
-    const block = new Block(readBlock(this.file, offset, size, this.verifyChecksums), this.path, offset, this.fileNumber);
+    if (hit !== undefined && hit.offset === offset && hit.fileNumber === this.fileNumber) return hit;
+    const block = this.readDataBlock(offset, size);
     if (fillCache) cache.set(key, block, size);
     return block;
+  }
+
+  private readDataBlock(offset: number, size: number): Block {
+    return new Block(readBlock(this.file, offset, size, this.verifyChecksums), this.path, offset, this.fileNumber);
   }
 }
 
