@@ -29,7 +29,7 @@ import {
 } from "./format.js";
 import { joinPath, nodeFileSystem, type FileSystem, type WritableFile } from "./fs.js";
 import { MergingIterator, type InternalIterator } from "./iterator.js";
-import { LogWriter, readLog } from "./log.js";
+import { LogWriter, damageBeforeTail, readLog } from "./log.js";
 import {
   LOG_KIND_MANIFEST,
   LOG_KIND_WAL,
@@ -42,6 +42,7 @@ import { acquireLock, releaseLock } from "./lock.js";
 import { Memtable } from "./memtable.js";
 import type { Block } from "./table/block.js";
 import { BackgroundThread } from "./background.js";
+import { putFixed64 } from "./coding.js";
 import { runCompactionJob, writeTable, type CompactionJob, type KeyRange, type TableOptions } from "./compaction.js";
 import { LevelIterator, TableCache } from "./table-cache.js";
 import type {
@@ -119,7 +120,7 @@ class SnapshotImpl implements Snapshot {
   released = false;
   constructor(
     readonly sequence: number,
-    private readonly owner: Kv,
+    readonly owner: Kv,
   ) {}
   release(): void {
     if (this.released) return;
@@ -136,6 +137,7 @@ export class Kv {
   private wal!: LogWriter;
   private walNumber = 0;
   private walUnsynced = false;
+  private walDirUnsynced = false;
   private readonly queue: PendingWrite[] = [];
   private writing = false;
   private writerDone: Promise<void> = Promise.resolve();
@@ -152,6 +154,9 @@ export class Kv {
   private closing = false;
   private closed = false;
   private liveIterators = 0;
+  /** Cursors (and iterators) not yet closed: close() closes them before their table files. */
+  private readonly openCursors = new Set<BoundedCursor>();
+  private lookupScratch = new Uint8Array(0);
   private counters = { compactions: 0, flushes: 0, writeStallsMs: 0 };
   private readonly tableCache: TableCache;
   private readonly blockCache: LruCache<Block>;
@@ -178,6 +183,13 @@ export class Kv {
     } catch (err) {
       db.tableCache.closeAll();
       db.versions.close();
+      if (db.walNumber > 0) {
+        try {
+          db.wal.close(); // opened before the failing manifest write
+        } catch {
+          // already failing
+        }
+      }
       db.unlock();
       throw err;
     }
@@ -208,9 +220,11 @@ export class Kv {
     const dir = this.location;
     const exists = fs.exists(joinPath(dir, CURRENT_FILE));
     if (!exists) {
+      // Manifests alone hold no data: creating a store writes its first manifest before CURRENT
+      // and its first log, so a crash in between leaves just that (it is overwritten below).
       const hasFiles = fs.readdir(dir).some((n) => {
         const k = parseFileName(n).kind;
-        return k === "table" || k === "log" || k === "manifest";
+        return k === "table" || k === "log";
       });
       if (hasFiles) {
         throw corruption(joinPath(dir, CURRENT_FILE), 0, "CURRENT is missing but store files exist (run repair)");
@@ -247,12 +261,17 @@ export class Kv {
     for (let i = 0; i < logs.length; i++) {
       const path = joinPath(dir, logFileName(logs[i]!));
       const data = fs.readFile(path);
-      const { records, damage, validEnd } = readLog(data);
-      const bad = damage.find((d) => d.offset < validEnd || i < logs.length - 1);
+      const read = readLog(data);
+      const { records } = read;
+      // Only the newest log can end in a torn write.
+      const bad = i < logs.length - 1 ? read.damage[0] : damageBeforeTail(data, read);
       if (bad !== undefined) {
         throw corruption(path, bad.offset, `write-ahead log ${bad.reason} (${bad.bytes} bytes); run repair to salvage`);
       }
       // A torn tail (a write cut short by a crash) is expected and dropped; it was never acknowledged.
+      // Cut it off the file before a newer log is started below: should this open crash before
+      // its manifest edit retires this log, the tail would be in a log that is not the newest.
+      if (read.damage.length > 0) fs.truncate(path, read.validEnd);
       if (records.length === 0) continue;
       checkLogHeader(records[0]!.payload, LOG_KIND_WAL, path);
       for (let r = 1; r < records.length; r++) {
@@ -303,6 +322,8 @@ export class Kv {
     this.wal = w;
     this.walNumber = num;
     this.walUnsynced = true;
+    // The new file's directory entry must be durable before a synced write in it is acknowledged.
+    this.walDirUnsynced = true;
     if (old !== undefined) {
       try {
         old.close();
@@ -315,11 +336,23 @@ export class Kv {
   // ---------------------------------------------------------------- writes
 
   put(key: Bytes, value: Bytes, options?: WriteOptions): Promise<void> {
-    return this.write(new WriteBatch().put(key, value), options);
+    let b: WriteBatch;
+    try {
+      b = new WriteBatch().put(key, value);
+    } catch (err) {
+      return Promise.reject(err); // a bad key or value rejects, as batch() does; it never throws
+    }
+    return this.write(b, options);
   }
 
   del(key: Bytes, options?: WriteOptions): Promise<void> {
-    return this.write(new WriteBatch().del(key), options);
+    let b: WriteBatch;
+    try {
+      b = new WriteBatch().del(key);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.write(b, options);
   }
 
   /** Applies all operations atomically. Without arguments, returns a chained batch. */
@@ -414,6 +447,10 @@ export class Kv {
         this.wal.addRecord(record);
         this.walUnsynced = true;
         if (sync) {
+          if (this.walDirUnsynced) {
+            await this.fs.syncDir(this.location);
+            this.walDirUnsynced = false;
+          }
           await this.wal.sync();
           this.walUnsynced = false;
         }
@@ -434,7 +471,9 @@ export class Kv {
     let delayed = false;
     for (;;) {
       if (this.bgError) throw this.readOnlyError();
-      if (this.closing) throw closedError();
+      // Writes queued before close still complete: no background work runs to make room any
+      // more, so they go into the current memtable even over its size (reopen flushes it).
+      if (this.closing) return;
       const l0 = this.versions.current.files[0]!.length;
       if (!delayed && l0 >= this.opts.l0SlowdownTrigger && this.opts.autoCompaction) {
         // Spread the slowdown over many writes instead of stopping one for a long time.
@@ -452,7 +491,7 @@ export class Kv {
         this.counters.writeStallsMs += Date.now() - t;
         continue;
       }
-      this.switchMemtable();
+      await this.switchMemtable();
     }
   }
 
@@ -460,10 +499,21 @@ export class Kv {
     return new Memtable(Math.ceil(this.opts.memtableSize * 1.25) + 65536);
   }
 
-  private switchMemtable(): void {
+  private async switchMemtable(): Promise<void> {
     // After a failure the current log may end in a torn record; a newer log after it would make
     // that tail look like mid-log corruption and the store would not open.
     if (this.bgError) throw this.readOnlyError();
+    if (this.walUnsynced) {
+      // Make the old log complete on disk before a newer one exists, for the same reason:
+      // after a power loss, only the newest log may end in a torn write.
+      try {
+        await this.wal.sync();
+        this.walUnsynced = false;
+      } catch (err) {
+        this.setBgError(err);
+        throw this.readOnlyError();
+      }
+    }
     this.openNewWal();
     this.imm = this.mem;
     this.immNextLog = this.walNumber;
@@ -498,7 +548,7 @@ export class Kv {
       if (level === 0) {
         for (const f of files) {
           if (compareUserKeyTo(k, f.smallest) < 0 || compareUserKeyTo(k, f.largest) > 0) continue;
-          target ??= makeInternalKey(k, seq, KIND_FOR_SEEK);
+          target ??= this.lookupKey(k, seq);
           const c = this.tableCache.get(f.number).lookup(target, fill);
           if (c !== undefined) {
             const ck = c.key();
@@ -512,7 +562,7 @@ export class Kv {
         if (i >= files.length) continue;
         const f = files[i]!;
         if (compareUserKeyTo(k, f.smallest) < 0) continue;
-        target ??= makeInternalKey(k, seq, KIND_FOR_SEEK);
+        target ??= this.lookupKey(k, seq);
         const c = this.tableCache.get(f.number).lookup(target, fill);
         if (c !== undefined) {
           const ck = c.key();
@@ -525,10 +575,22 @@ export class Kv {
     return undefined;
   }
 
+  /** The internal key a point read seeks to, in a buffer reused across reads of one key length. */
+  private lookupKey(k: Uint8Array, seq: number): Uint8Array {
+    let t = this.lookupScratch;
+    if (t.length !== k.length + TRAILER_SIZE) {
+      t = new Uint8Array(k.length + TRAILER_SIZE);
+      this.lookupScratch = t;
+    }
+    t.set(k);
+    putFixed64(t, k.length, seq * 256 + KIND_FOR_SEEK);
+    return t;
+  }
+
   private readSequence(options?: ReadOptions): number {
     const s = options?.snapshot;
     if (s === undefined) return this.versions.lastSequence;
-    if (!(s instanceof SnapshotImpl) || s.released) {
+    if (!(s instanceof SnapshotImpl) || s.released || s.owner !== this) {
       throw new StowageError("STOWAGE_INVALID_ARGUMENT", "snapshot is released or belongs to another store");
     }
     return s.sequence;
@@ -600,7 +662,12 @@ export class Kv {
       this.liveIterators--;
       if (!this.closed) this.deleteObsoleteFiles(false);
     };
-    return new BoundedCursor(new UserIterator(new MergingIterator(children), seq), bounds, release);
+    const cursor = new BoundedCursor(new UserIterator(new MergingIterator(children), seq), bounds, () => {
+      this.openCursors.delete(cursor);
+      release();
+    });
+    this.openCursors.add(cursor);
+    return cursor;
   }
 
   // ---------------------------------------------------------------- background work
@@ -772,7 +839,8 @@ export class Kv {
     const v = this.versions.current;
     const edit = new VersionEdit();
     const [inputs0, inputs1] = c.inputs;
-    edit.compactPointers.push([c.level, keyRange(inputs0)[1]]);
+    // (No inputs at `level`: compactRange rewriting level + 1 in place.)
+    if (inputs0.length > 0) edit.compactPointers.push([c.level, keyRange(inputs0)[1]]);
     for (const f of inputs0) edit.deleteFile(c.level, f.number);
     for (const f of inputs1) edit.deleteFile(c.level + 1, f.number);
     if (c.level > 0 && inputs0.length === 1 && inputs1.length === 0) {
@@ -889,13 +957,15 @@ export class Kv {
       if (this.mem.entries === 0) return;
       while (this.imm !== null) {
         if (this.bgError) throw this.readOnlyError();
+        if (this.closing) throw closedError(); // no background work runs once closing
         this.maybeScheduleBackground();
         await this.bgSignal.wait();
       }
-      this.switchMemtable();
+      await this.switchMemtable();
     });
     while (this.imm !== null) {
       if (this.bgError) throw this.readOnlyError();
+      if (this.closing) throw closedError(); // no background work runs once closing
       this.maybeScheduleBackground();
       await this.bgSignal.wait();
     }
@@ -912,20 +982,32 @@ export class Kv {
     const e = end === undefined ? undefined : makeInternalKey(toBytes(end, "end"), 0, KIND_DELETE);
     let deepest = 1;
     for (let l = 1; l < NUM_LEVELS; l++) if (this.versions.current.files[l]!.length > 0) deepest = l;
-    for (let level = 0; level < deepest; level++) {
+    let intoDeepest = false;
+    for (let level = 0; level <= deepest; level++) {
       // Let a running compaction finish, then compact this level ourselves.
       while (this.compactActive) await this.bgSignal.wait();
       if (this.bgError) throw this.readOnlyError();
       const v = this.versions.current;
-      let inputs0 = v.overlapping(level, s, e);
-      if (inputs0.length === 0) continue;
-      // Level-0 files overlap each other: an older one outside the range can hold older versions
-      // of keys in the chosen ones (which would then shadow or outlive them), so take them all.
-      if (level === 0) inputs0 = [...v.files[0]!];
-      const [smallest, largest] = keyRange(inputs0);
+      let c: Compaction;
+      if (level === deepest) {
+        // Nothing was merged into the deepest level: rewrite its files in the range in place, so
+        // versions only a since-released snapshot needed (and tombstones with nothing below) go.
+        const bottom = v.overlapping(deepest, s, e);
+        if (intoDeepest || bottom.length === 0) break;
+        c = { level: deepest - 1, inputs: [[], bottom] };
+      } else {
+        let inputs0 = v.overlapping(level, s, e);
+        if (inputs0.length === 0) continue;
+        // Level-0 files overlap each other: an older one outside the range can hold older versions
+        // of keys in the chosen ones (which would then shadow or outlive them), so take them all.
+        if (level === 0) inputs0 = [...v.files[0]!];
+        if (level === deepest - 1) intoDeepest = true;
+        const [smallest, largest] = keyRange(inputs0);
+        c = { level, inputs: [inputs0, v.overlapping(level + 1, smallest, largest)] };
+      }
       this.compactActive = true;
       try {
-        await this.runCompaction({ level, inputs: [inputs0, v.overlapping(level + 1, smallest, largest)] });
+        await this.runCompaction(c);
       } catch (err) {
         this.setBgError(err);
         throw err;
@@ -955,13 +1037,15 @@ export class Kv {
       if (this.mem.entries > 0) {
         while (this.imm !== null) {
           if (this.bgError) throw this.readOnlyError();
+          if (this.closing) throw closedError(); // no background work runs once closing
           this.maybeScheduleBackground();
           await this.bgSignal.wait();
         }
-        this.switchMemtable();
+        await this.switchMemtable();
       }
       while (this.imm !== null) {
         if (this.bgError) throw this.readOnlyError();
+        if (this.closing) throw closedError(); // no background work runs once closing
         this.maybeScheduleBackground();
         await this.bgSignal.wait();
       }
@@ -1053,6 +1137,9 @@ export class Kv {
     } catch (err) {
       syncError ??= err;
     }
+    // Iterators and cursors still open would read through the table files closed below (or, once
+    // their descriptors are reused, through other files): close them first.
+    for (const c of [...this.openCursors]) c.close();
     this.versions.close();
     this.tableCache.closeAll();
     this.closed = true;

@@ -1,6 +1,6 @@
 /**
  * All file-system access of the kv store goes through `FileSystem`, so tests can put a
- * fault-injecting or crash-simulating wrapper underneath (see test/kv/fault-fs.ts).
+ * fault-injecting or crash-simulating wrapper underneath (see fault-fs.ts and crash-fs.ts).
  *
  * Small operations are synchronous: they hit the page cache and cost less than a promise round
  * trip. Only the operations that wait for the disk (`sync`, `syncDir`) are asynchronous, so a

@@ -148,9 +148,12 @@ export function readLog(data: Uint8Array): LogReadResult {
     const frag = data.subarray(pos + LOG_HEADER_SIZE, pos + LOG_HEADER_SIZE + len);
     const stored = (data[pos]! | (data[pos + 1]! << 8) | (data[pos + 2]! << 16)) + data[pos + 3]! * 0x1000000;
     if (type > LAST || crc32(frag, TYPE_CRC[type]) !== stored) {
+      // Step over this fragment only (its length fits its block, so is most likely intact): the
+      // records after it in the block are read, and the damage is seen to lie mid-log. If the
+      // length was the damaged part, the next header fails its own checks.
       dropPending(pos, "record fragment lost");
-      report(pos, blockEnd - pos, "checksum mismatch");
-      pos = blockEnd;
+      report(pos, LOG_HEADER_SIZE + len, "checksum mismatch");
+      pos += LOG_HEADER_SIZE + len;
       continue;
     }
     const fragStart = pos;
@@ -183,6 +186,28 @@ export function readLog(data: Uint8Array): LogReadResult {
   }
   dropPending(data.length, "truncated record");
   return { records, damage, validEnd };
+}
+
+/**
+ * The first damage in `data` (read by readLog into `r`) that is not a torn tail, or undefined.
+ * A torn write leaves nothing intact after itself; so damage before the last intact record is
+ * corruption, and so is damage followed, in the rest of its block, by an intact fragment (a
+ * damaged length field makes the reader skip the records after it in the block).
+ */
+export function damageBeforeTail(data: Uint8Array, r: LogReadResult): LogDamage | undefined {
+  for (const d of r.damage) {
+    if (d.offset < r.validEnd) return d;
+    const blockEnd = Math.min(data.length, (Math.floor(d.offset / LOG_BLOCK_SIZE) + 1) * LOG_BLOCK_SIZE);
+    for (let pos = d.offset + 1; pos + LOG_HEADER_SIZE <= blockEnd; pos++) {
+      const type = data[pos + 6]!;
+      if (type < FULL || type > LAST) continue;
+      const len = data[pos + 4]! | (data[pos + 5]! << 8);
+      if (pos + LOG_HEADER_SIZE + len > blockEnd) continue;
+      const stored = (data[pos]! | (data[pos + 1]! << 8) | (data[pos + 2]! << 16)) + data[pos + 3]! * 0x1000000;
+      if (crc32(data.subarray(pos + LOG_HEADER_SIZE, pos + LOG_HEADER_SIZE + len), TYPE_CRC[type]) === stored) return d;
+    }
+  }
+  return undefined;
 }
 
 function isZero(data: Uint8Array, from: number, to: number): boolean {

@@ -8,9 +8,9 @@
  */
 import { StowageError, corruption } from "../errors.js";
 import { ByteWriter, ByteReader } from "./coding.js";
-import { CURRENT_FILE, manifestFileName, parseFileName } from "./format.js";
+import { CURRENT_FILE, logFileName, manifestFileName, parseFileName } from "./format.js";
 import { joinPath, type FileSystem } from "./fs.js";
-import { LogWriter, readLog } from "./log.js";
+import { LogWriter, damageBeforeTail, readLog } from "./log.js";
 import { MANIFEST_FORMAT_VERSION, NUM_LEVELS, Version, VersionEdit } from "./version.js";
 import { crc32 } from "./coding.js";
 
@@ -90,8 +90,9 @@ export class VersionSet {
     const path = joinPath(this.dir, name);
     if (!this.fs.exists(path)) throw corruption(path, 0, "manifest named by CURRENT is missing");
     const data = this.fs.readFile(path);
-    const { records, damage, validEnd } = readLog(data);
-    const mid = damage.find((d) => d.offset < validEnd);
+    const read = readLog(data);
+    const { records, validEnd } = read;
+    const mid = damageBeforeTail(data, read);
     if (mid !== undefined) throw corruption(path, mid.offset, `manifest ${mid.reason}`);
     checkLogHeader(records[0]?.payload, LOG_KIND_MANIFEST, path);
     let v = Version.empty();
@@ -121,6 +122,12 @@ export class VersionSet {
       for (const [level, key] of edit.compactPointers) this.compactPointers[level] = key;
     }
     if (!haveNext || !haveLog || !haveSeq) throw corruption(path, validEnd, "manifest lacks next-file, log or sequence entries");
+    // A torn tail is an edit that never took effect, so the log that edit would have retired is
+    // still there. If it is gone, the damaged edit had taken effect: dropping it would lose data.
+    const tail = read.damage[0];
+    if (tail !== undefined && this.logNumber > 0 && !this.fs.exists(joinPath(this.dir, logFileName(this.logNumber)))) {
+      throw corruption(path, tail.offset, `manifest ${tail.reason} in an edit that had taken effect (log ${this.logNumber} is gone)`);
+    }
     const bad = v.checkInvariants();
     if (bad !== undefined) throw corruption(path, 0, bad);
     const parsed = parseFileName(name);
@@ -145,6 +152,8 @@ export class VersionSet {
     const bad = v.checkInvariants();
     if (bad !== undefined) throw new Error(`internal error: edit breaks level invariants: ${bad}`);
     try {
+      // New tables (and logs) must be durable directory entries before an edit names them.
+      if (edit.newFiles.length > 0) await this.fs.syncDir(this.dir);
       if (this.manifest === undefined || this.manifest.file.size > MAX_MANIFEST_BYTES) {
         await this.writeNewManifest(v, edit);
       } else {

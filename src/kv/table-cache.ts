@@ -45,7 +45,7 @@ export class TableCache {
       throw err;
     }
     this.open.set(num, { table, refs: 0 });
-    this.evict();
+    this.evict(num);
     return table;
   }
 
@@ -84,11 +84,12 @@ export class TableCache {
     this.open.clear();
   }
 
-  private evict(): void {
+  /** Closes least recently used tables over capacity, never a referenced one nor `keep` (just opened for the caller). */
+  private evict(keep: number): void {
     if (this.open.size <= this.capacity) return;
     for (const [num, e] of this.open) {
       if (this.open.size <= this.capacity) break;
-      if (e.refs > 0) continue;
+      if (e.refs > 0 || num === keep) continue;
       this.open.delete(num);
       e.table.close();
     }
