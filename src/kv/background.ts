@@ -58,8 +58,9 @@ export class BackgroundThread {
     return files[0];
   }
 
+  /** Stops the thread; jobs still outstanding reject with STOWAGE_KV_CLOSED. */
   async close(): Promise<void> {
-    this.dead ??= new Error("background thread closed");
+    this.fail(new StowageError("STOWAGE_KV_CLOSED", "store closed while background work was running"));
     await this.worker.terminate();
   }
 

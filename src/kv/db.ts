@@ -987,6 +987,7 @@ export class Kv {
       // Let a running compaction finish, then compact this level ourselves.
       while (this.compactActive) await this.bgSignal.wait();
       if (this.bgError) throw this.readOnlyError();
+      if (this.closing) throw closedError();
       const v = this.versions.current;
       let c: Compaction;
       if (level === deepest) {
@@ -1009,7 +1010,7 @@ export class Kv {
       try {
         await this.runCompaction(c);
       } catch (err) {
-        this.setBgError(err);
+        if (!this.closing) this.setBgError(err);
         throw err;
       } finally {
         this.compactActive = false;
@@ -1125,6 +1126,8 @@ export class Kv {
     while (this.writing) await this.writerDone;
     this.bgSignal.notify();
     await Promise.all([this.flushPromise, this.compactPromise]);
+    // A compactRange() step may still be running (it holds the compaction slot): let it finish.
+    while (this.bgActive) await this.bgSignal.wait();
     if (this.worker !== undefined) await this.worker.close();
     let syncError: unknown;
     try {
