@@ -84,6 +84,8 @@ const DEFAULTS: Omit<Resolved, "fs"> = {
 
 /** How long background work runs before yielding to the event loop. */
 const YIELD_AFTER_MS = 4;
+/** The deepest level a flush may place its table in (LevelDB's kMaxMemCompactLevel). */
+const MAX_FLUSH_LEVEL = 2;
 
 interface PendingWrite {
   batch: WriteBatch | undefined;
@@ -143,6 +145,8 @@ export class Kv {
   private writerDone: Promise<void> = Promise.resolve();
   private bgError: StowageError | undefined;
   private flushActive = false;
+  /** Set while a flush's edit is being installed; compactions wait for it before picking. */
+  private installingFlush: Promise<void> | null = null;
   private compactActive = false;
   private flushPromise: Promise<void> = Promise.resolve();
   private compactPromise: Promise<void> = Promise.resolve();
@@ -710,6 +714,7 @@ export class Kv {
     try {
       await yieldToLoop();
       while (!this.closing && !this.bgError) {
+        while (this.installingFlush !== null) await this.installingFlush;
         const c = this.pickCompaction();
         if (c === undefined) break;
         await this.runCompaction(c);
@@ -768,9 +773,18 @@ export class Kv {
     const imm = this.imm!;
     const meta = await this.writeLevel0Table(imm);
     const edit = new VersionEdit();
-    if (meta !== undefined) edit.addFile(0, meta);
+    // Where the table goes is decided now, with no compaction running, and no compaction may
+    // start until the edit is installed: a compaction picked from the version without this
+    // table could write outputs overlapping it at the level chosen here.
+    if (meta !== undefined) edit.addFile(this.compactActive ? 0 : this.levelForFlush(meta), meta);
     edit.logNumber = this.immNextLog;
-    await this.versions.logAndApply(edit);
+    const install = this.versions.logAndApply(edit);
+    this.installingFlush = install.catch(() => undefined);
+    try {
+      await install;
+    } finally {
+      this.installingFlush = null;
+    }
     if (meta !== undefined) this.pendingOutputs.delete(meta.number);
     this.imm = null;
     this.counters.flushes++;
@@ -797,6 +811,25 @@ export class Kv {
       this.pendingOutputs.delete(num);
       throw err;
     }
+  }
+
+  /**
+   * LevelDB's placement of a flushed table: below level 0 when nothing there or in the next level
+   * overlaps it, down to level 2, while it would not overlap too much of the level after. A
+   * sequential load then flushes straight to level 2 and is never compacted.
+   */
+  private levelForFlush(meta: FileMeta): number {
+    const v = this.versions.current;
+    if (v.overlapping(0, meta.smallest, meta.largest).length > 0) return 0;
+    let level = 0;
+    while (level < MAX_FLUSH_LEVEL) {
+      if (v.overlapping(level + 1, meta.smallest, meta.largest).length > 0) break;
+      let below = 0;
+      for (const f of v.overlapping(level + 2, meta.smallest, meta.largest)) below += f.size;
+      if (below > 10 * this.opts.targetFileSize) break;
+      level++;
+    }
+    return level;
   }
 
   private maxBytesForLevel(level: number): number {
@@ -986,6 +1019,7 @@ export class Kv {
     for (let level = 0; level <= deepest; level++) {
       // Let a running compaction finish, then compact this level ourselves.
       while (this.compactActive) await this.bgSignal.wait();
+      while (this.installingFlush !== null) await this.installingFlush;
       if (this.bgError) throw this.readOnlyError();
       if (this.closing) throw closedError();
       const v = this.versions.current;

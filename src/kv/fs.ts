@@ -186,8 +186,9 @@ export class NodeFileSystem implements FileSystem {
 
   remove(file: string): void {
     try {
-      fs.rmSync(file, { force: true });
+      fs.unlinkSync(file);
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
       throw ioError("remove", file, err);
     }
   }

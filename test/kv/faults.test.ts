@@ -461,6 +461,13 @@ describe("flush, compaction and manifest failures", () => {
       await db.flush();
       await writeSome(db, acked, 30, 90, 1);
       await db.flush();
+      // The first two flushes are placed below level 0 (nothing overlapped them there); these two
+      // overlap them and stay in level 0, so the next flush brings it to the compaction trigger.
+      await writeSome(db, acked, 20, 70, 3);
+      await db.flush();
+      await writeSome(db, acked, 0, 40, 4);
+      await db.flush();
+      assert.equal(db.stats().levels[0]!.files, 2);
       await writeSome(db, acked, 10, 50, 2);
       if (background) {
         // The third flush's own table and manifest edit go through; the compaction it triggers fails.
