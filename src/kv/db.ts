@@ -197,6 +197,8 @@ export class Kv {
       db.unlock();
       throw err;
     }
+    // Start the worker now: its start-up (tens of milliseconds) would otherwise stall the first flush.
+    db.backgroundThread();
     db.maybeScheduleBackground();
     return db;
   }
