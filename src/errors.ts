@@ -16,6 +16,13 @@ export const ERROR_CODES = {
   STOWAGE_KV_NOT_FOUND: "The directory holds no store and `createIfMissing` was false.",
   STOWAGE_KV_EXISTS: "The store already exists and `errorIfExists` was true, or a checkpoint target is not empty.",
   STOWAGE_KV_ITERATOR_CLOSED: "The iterator was closed (explicitly, or because its store closed).",
+  STOWAGE_FORMAT_VERSION:
+    "A persisted structure outside the kv store (key file, sealed chunk, compressed chunk, ...) carries a version or method this build does not understand.",
+  STOWAGE_BAD_PASSPHRASE: "The passphrase does not open the key file.",
+  STOWAGE_KEY_FORMAT:
+    "Key material is malformed: a damaged or truncated key file, or a master key (e.g. STOWAGE_MASTER_KEY) that is not 32 bytes of hex or base64.",
+  STOWAGE_INTEGRITY:
+    "Stored data failed authentication or decoding (wrong key, flipped bits, wrong associated data, corrupt zstd frame); no unverified bytes are returned.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
