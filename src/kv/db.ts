@@ -988,23 +988,28 @@ export class Kv {
   /** Writes the memtable to a table and waits until it is installed. */
   async flush(): Promise<void> {
     this.checkOpen();
-    await this.barrier(async () => {
-      if (this.mem.entries === 0) return;
-      while (this.imm !== null) {
-        if (this.bgError) throw this.readOnlyError();
-        if (this.closing) throw closedError(); // no background work runs once closing
-        this.maybeScheduleBackground();
-        await this.bgSignal.wait();
-      }
-      await this.switchMemtable();
-    });
+    await this.barrier(() => this.switchAndFlush(false));
+    await this.waitForImmutable();
+    if (this.bgError) throw this.readOnlyError();
+  }
+
+  /** Waits until no immutable memtable is left (the flush task writes it out). */
+  private async waitForImmutable(): Promise<void> {
     while (this.imm !== null) {
       if (this.bgError) throw this.readOnlyError();
       if (this.closing) throw closedError(); // no background work runs once closing
       this.maybeScheduleBackground();
       await this.bgSignal.wait();
     }
-    if (this.bgError) throw this.readOnlyError();
+  }
+
+  /** Inside a barrier: makes the memtable immutable (if it holds anything), optionally waiting for its flush. */
+  private async switchAndFlush(wait: boolean): Promise<void> {
+    if (this.mem.entries > 0) {
+      await this.waitForImmutable();
+      await this.switchMemtable();
+    }
+    if (wait) await this.waitForImmutable();
   }
 
   /**
@@ -1071,21 +1076,7 @@ export class Kv {
     let seq = 0;
     let nextFile = 0;
     await this.barrier(async () => {
-      if (this.mem.entries > 0) {
-        while (this.imm !== null) {
-          if (this.bgError) throw this.readOnlyError();
-          if (this.closing) throw closedError(); // no background work runs once closing
-          this.maybeScheduleBackground();
-          await this.bgSignal.wait();
-        }
-        await this.switchMemtable();
-      }
-      while (this.imm !== null) {
-        if (this.bgError) throw this.readOnlyError();
-        if (this.closing) throw closedError(); // no background work runs once closing
-        this.maybeScheduleBackground();
-        await this.bgSignal.wait();
-      }
+      await this.switchAndFlush(true);
       // No writes run inside a barrier: the current version holds exactly sequences <= seq.
       v = this.versions.current;
       this.versions.ref(v);

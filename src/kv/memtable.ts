@@ -231,17 +231,7 @@ export class Memtable {
 
   /** The first node whose internal key is >= (key[0, ulen), trailer); NIL if none. */
   findGreaterOrEqual(key: Uint8Array, ulen: number, trailer: number): number {
-    this.setSearchKey(key, ulen);
-    const na = this.nodeArr;
-    let x = HEAD;
-    for (let level = this.height - 1; level >= 0; level--) {
-      for (;;) {
-        const n = na[x + F_LINKS + level]!;
-        if (n === NIL || this.compareNode(n, ulen, trailer) >= 0) break;
-        x = n;
-      }
-    }
-    return na[x + F_LINKS]!;
+    return this.nodeArr[this.findLessThan(key, ulen, trailer) + F_LINKS]!;
   }
 
   /** The last node whose internal key is < (key, trailer); HEAD if none. */
