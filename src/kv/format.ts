@@ -62,15 +62,33 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return compareRange(a, 0, a.length, b, 0, b.length);
 }
 
+/**
+ * The internal-key order (user key ascending, then trailer descending) on byte ranges, without
+ * creating views. Both ranges must hold complete internal keys (>= 8 bytes).
+ */
+export function compareInternalRange(
+  a: Uint8Array,
+  aStart: number,
+  aEnd: number,
+  b: Uint8Array,
+  bStart: number,
+  bEnd: number,
+): number {
+  const aUser = aEnd - TRAILER_SIZE;
+  const bUser = bEnd - TRAILER_SIZE;
+  const c = compareRange(a, aStart, aUser, b, bStart, bUser);
+  if (c !== 0) return c;
+  // Trailers are little-endian: compare from the most significant byte; larger sorts first.
+  for (let i = TRAILER_SIZE - 1; i >= 0; i--) {
+    const d = b[bUser + i]! - a[aUser + i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
 /** The internal-key order: user key ascending, then trailer (sequence, kind) descending. */
 export function compareInternalKeys(a: Uint8Array, b: Uint8Array): number {
-  const aEnd = a.length - TRAILER_SIZE;
-  const bEnd = b.length - TRAILER_SIZE;
-  const c = compareRange(a, 0, aEnd, b, 0, bEnd);
-  if (c !== 0) return c;
-  const ta = getFixed64(a, aEnd);
-  const tb = getFixed64(b, bEnd);
-  return ta > tb ? -1 : ta < tb ? 1 : 0;
+  return compareInternalRange(a, 0, a.length, b, 0, b.length);
 }
 
 /** Compares the user-key parts of two internal keys. */

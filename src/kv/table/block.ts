@@ -15,37 +15,9 @@
 import { getFixed32, getVarint } from "../coding.js";
 import { corruption } from "../../errors.js";
 import type { InternalIterator } from "../iterator.js";
-import { TRAILER_SIZE } from "../format.js";
+import { TRAILER_SIZE, compareInternalRange } from "../format.js";
 
-/**
- * The internal-key order (user key ascending, then trailer descending) on byte ranges, without
- * creating views. Both ranges must hold complete internal keys (>= 8 bytes).
- */
-export function compareInternalRange(
-  a: Uint8Array,
-  aStart: number,
-  aEnd: number,
-  b: Uint8Array,
-  bStart: number,
-  bEnd: number,
-): number {
-  const aUser = aEnd - TRAILER_SIZE;
-  const bUser = bEnd - TRAILER_SIZE;
-  const alen = aUser - aStart;
-  const blen = bUser - bStart;
-  const n = alen < blen ? alen : blen;
-  for (let i = 0; i < n; i++) {
-    const d = a[aStart + i] - b[bStart + i];
-    if (d !== 0) return d;
-  }
-  if (alen !== blen) return alen - blen;
-  // Trailers are little-endian: compare from the most significant byte; larger sorts first.
-  for (let i = TRAILER_SIZE - 1; i >= 0; i--) {
-    const d = b[bUser + i] - a[aUser + i];
-    if (d !== 0) return d;
-  }
-  return 0;
-}
+export { compareInternalRange };
 
 /** Common user-key prefix length found by the last `compareFrom` call. */
 let lcpOut = 0;
