@@ -664,9 +664,11 @@ export class Kv {
     const release = (): void => {
       for (const n of held) this.tableCache.release(n);
       for (const it of levels) it.close();
-      this.versions.unref(v);
+      // Only a cursor that held the last reference to an older version can make files obsolete;
+      // skipping the directory scan otherwise keeps short point-read cursors cheap.
+      const died = this.versions.unref(v);
       this.liveIterators--;
-      if (!this.closed) this.deleteObsoleteFiles(false);
+      if (died && !this.closed) this.deleteObsoleteFiles(false);
     };
     const cursor = new BoundedCursor(new UserIterator(new MergingIterator(children), seq), bounds, () => {
       this.openCursors.delete(cursor);

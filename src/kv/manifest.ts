@@ -237,10 +237,15 @@ export class VersionSet {
     this.live.set(v, (this.live.get(v) ?? 0) + 1);
   }
 
-  unref(v: Version): void {
+  /** Drops one reference; true when that was the last one (the version's files may be obsolete now). */
+  unref(v: Version): boolean {
     const n = (this.live.get(v) ?? 1) - 1;
-    if (n <= 0) this.live.delete(v);
-    else this.live.set(v, n);
+    if (n <= 0) {
+      this.live.delete(v);
+      return true;
+    }
+    this.live.set(v, n);
+    return false;
   }
 
   /** Table files referenced by any live version. */
