@@ -23,6 +23,27 @@ export const ERROR_CODES = {
     "Key material is malformed: a damaged or truncated key file, or a master key (e.g. STOWAGE_MASTER_KEY) that is not 32 bytes of hex or base64.",
   STOWAGE_INTEGRITY:
     "Stored data failed authentication or decoding (wrong key, flipped bits, wrong associated data, corrupt zstd frame); no unverified bytes are returned.",
+  STOWAGE_BACKEND_NOT_FOUND: "A blob backend was asked for a blob that does not exist.",
+  STOWAGE_BACKEND_IO:
+    "A blob backend failed an operation (write, read, fsync, rename, network); the cause is attached. Nothing half-written is visible.",
+  STOWAGE_NO_SPACE: "A disk is full (ENOSPC/EDQUOT): the operation was refused and nothing was half-committed.",
+  STOWAGE_REPO_NOT_FOUND: "The data directory holds no Stowage repository (run `stowage init`).",
+  STOWAGE_REPO_EXISTS: "`stowage init` found a repository already in the data directory or bucket.",
+  STOWAGE_NO_KEY:
+    "The repository key is needed but no passphrase (STOWAGE_PASSPHRASE, or a terminal to prompt on) or master key (STOWAGE_MASTER_KEY) was given.",
+  STOWAGE_WRONG_KEY: "The master key supplied does not belong to this repository (its key id differs).",
+  STOWAGE_INVALID_NAME: "A bucket name or object key is not valid (length, characters, reserved forms).",
+  STOWAGE_NO_SUCH_BUCKET: "The bucket does not exist.",
+  STOWAGE_BUCKET_EXISTS: "The bucket already exists.",
+  STOWAGE_BUCKET_NOT_EMPTY: "The bucket still holds objects, versions or multipart uploads.",
+  STOWAGE_NO_SUCH_KEY: "The object (or the requested version of it) does not exist, or its current version is a delete marker.",
+  STOWAGE_NO_SUCH_UPLOAD: "The multipart upload does not exist (never created, completed or aborted).",
+  STOWAGE_INVALID_PART: "A part named in a multipart completion was not uploaded, or its ETag does not match.",
+  STOWAGE_INVALID_PART_ORDER: "The parts of a multipart completion are not in ascending order of part number.",
+  STOWAGE_ENTITY_TOO_SMALL: "A part other than the last of a multipart upload is smaller than the minimum part size.",
+  STOWAGE_INVALID_RANGE: "The requested byte range does not overlap the object.",
+  STOWAGE_BAD_DIGEST: "The content does not match the digest the client sent (Content-MD5 or a checksum).",
+  STOWAGE_INCOMPLETE_BODY: "The request body ended before the announced length, or the source stream failed; nothing was committed.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,378 @@
+/**
+ * A local directory acting as the bucket: the embedded default cloud tier, and the local tier.
+ *
+ * Blob key `a/b/c` is the file `<root>/a/b/c`. Directories are created as puts need them and
+ * removed again (best effort) when a delete leaves them empty, so the tree mirrors the keys.
+ *
+ * Writes are atomic and durable: the body goes to a temporary file in `<root>/.stowage~tmp/`,
+ * which is fsynced and renamed over the target; then the directories whose entries changed are
+ * fsynced. A reader opens either the old file or the new one, never a part. `~` is not allowed in
+ * key segments, so the temporary directory can never collide with a blob or a key's directory,
+ * and `list` never shows it (it skips every entry whose name is not a valid key segment).
+ *
+ * Temporaries are named `<pid>-<n>-<random>`. A crash can leave them behind; `open` removes those
+ * whose writer process is gone (and any it cannot attribute). Temporaries of live processes,
+ * this one included, are kept: another backend instance on the same directory may be writing
+ * them. (After a reboot, a stale temporary whose pid now belongs to an unrelated live process
+ * stays until a later open; it is garbage, never visible as a blob.)
+ *
+ * Limitations a flat object store does not have, both reported as `STOWAGE_BACKEND_IO` by put:
+ * a key cannot be both a blob and a "directory" of other blobs (`a` and `a/b`), and a key segment
+ * cannot be longer than the file system allows in a name (255 bytes on most: ENAMETOOLONG).
+ */
+import * as fsp from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import * as path from "node:path";
+import { randomBytes } from "node:crypto";
+import { pathToFileURL } from "node:url";
+import { StowageError } from "../errors.js";
+import {
+  MAX_BLOB_KEY_LENGTH,
+  bodyParts,
+  checkBlobKey,
+  checkRange,
+  isBlobKeySegment,
+  notFound,
+  type BlobBackend,
+  type BlobInfo,
+  type ByteRange,
+} from "./backend.js";
+
+/** The directory (under the root) that holds temporaries. Not a valid key segment. */
+export const LOCAL_TEMP_DIR = ".stowage~tmp";
+
+/**
+ * How often a put retries its rename after a concurrent delete removed the (empty) parent
+ * directories it needs. Each retry recreates them; in practice one retry suffices.
+ */
+const MAX_RENAME_ATTEMPTS = 8;
+
+function errnoOf(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | null | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * Turns a file-system error from operation `op` on `file` into a StowageError: ENOSPC/EDQUOT
+ * become `STOWAGE_NO_SPACE`, anything else `STOWAGE_BACKEND_IO`, with the original as `cause`.
+ * StowageErrors pass through unchanged. Exported for tests.
+ */
+export function mapFsError(op: string, file: string, err: unknown): StowageError {
+  if (err instanceof StowageError) return err;
+  const code = errnoOf(err) ?? "EIO";
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    return new StowageError("STOWAGE_NO_SPACE", `no space left for ${op} ${file} (${code})`, { file, cause: err });
+  }
+  return new StowageError("STOWAGE_BACKEND_IO", `${op} ${file} failed: ${code}`, { file, cause: err });
+}
+
+/** Makes the entries of `dir` (creations, renames, removals) durable. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off);
+    off += bytesWritten;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fsp.lstat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to someone else.
+    return errnoOf(err) === "EPERM";
+  }
+}
+
+async function isDirectory(file: string): Promise<boolean> {
+  try {
+    return (await fsp.lstat(file)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Missing blob: nothing there, or a path component is a regular file. */
+function isMissing(err: unknown): boolean {
+  const code = errnoOf(err);
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+export class LocalBackend implements BlobBackend {
+  readonly location: string;
+  /** The absolute root directory. */
+  readonly root: string;
+  readonly #tempDir: string;
+  #tempCounter = 0;
+  #closed = false;
+
+  private constructor(root: string) {
+    this.root = root;
+    this.location = pathToFileURL(root).href;
+    this.#tempDir = path.join(root, LOCAL_TEMP_DIR);
+  }
+
+  /** Opens (creating if needed) the directory `rootDir` as a bucket, removing stale temporaries. */
+  static async open(rootDir: string): Promise<LocalBackend> {
+    const backend = new LocalBackend(path.resolve(rootDir));
+    const tempDir = backend.#tempDir;
+    try {
+      await fsp.mkdir(tempDir, { recursive: true });
+    } catch (err) {
+      throw mapFsError("open", tempDir, err);
+    }
+    await backend.#removeStaleTemporaries();
+    return backend;
+  }
+
+  async put(key: string, body: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    this.#check();
+    checkBlobKey(key);
+    const { parts } = bodyParts(body);
+    const target = this.#pathOf(key);
+    const temp = path.join(this.#tempDir, `${process.pid}-${++this.#tempCounter}-${randomBytes(6).toString("hex")}`);
+    let fh: FileHandle | undefined;
+    let renamed = false;
+    try {
+      fh = await fsp.open(temp, "wx", 0o644);
+      for (const part of parts) await writeAll(fh, part);
+      await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      const changedDirs = await this.#renameIntoPlace(temp, target, key);
+      renamed = true;
+      // Only now is the put durable: the new entry, and every directory created for it.
+      for (const dir of changedDirs) await syncDir(dir);
+    } catch (err) {
+      if (fh !== undefined) await fh.close().catch(() => undefined);
+      // After a successful rename the temporary is the blob: nothing to remove (a failed
+      // directory fsync leaves the new blob visible but unacknowledged, as a lost reply would).
+      if (!renamed) await fsp.rm(temp, { force: true }).catch(() => undefined);
+      throw mapFsError("put", target, err);
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Buffer> {
+    this.#check();
+    checkBlobKey(key);
+    checkRange(range);
+    const file = this.#pathOf(key);
+    let fh: FileHandle | undefined;
+    try {
+      fh = await fsp.open(file, "r");
+      const st = await fh.stat();
+      if (!st.isFile()) throw notFound(this.location, key);
+      // Blobs are never written in place (puts rename a new file over them), so the size of the
+      // open file cannot change under us.
+      const start = range === undefined ? 0 : Math.min(range.offset, st.size);
+      const end = range === undefined ? st.size : Math.min(st.size, start + range.length);
+      // Not pooled, not zeroed: every byte returned is read from the file.
+      const buf = Buffer.allocUnsafeSlow(end - start);
+      let done = 0;
+      while (done < buf.length) {
+        const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === buf.length ? buf : buf.subarray(0, done);
+    } catch (err) {
+      if (isMissing(err)) throw notFound(this.location, key);
+      throw mapFsError("get", file, err);
+    } finally {
+      if (fh !== undefined) await fh.close().catch(() => undefined);
+    }
+  }
+
+  async head(key: string): Promise<BlobInfo | undefined> {
+    this.#check();
+    checkBlobKey(key);
+    const file = this.#pathOf(key);
+    try {
+      const st = await fsp.stat(file);
+      return st.isFile() ? { key, size: st.size } : undefined;
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw mapFsError("head", file, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<BlobInfo> {
+    this.#check();
+    if (typeof prefix !== "string") throw new StowageError("STOWAGE_INVALID_ARGUMENT", "list prefix must be a string");
+    // Paths are built only from directory entries, never from the prefix, so no prefix can
+    // reach outside the root.
+    yield* this.#walk(this.root, "", prefix);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#check();
+    checkBlobKey(key);
+    const file = this.#pathOf(key);
+    try {
+      await fsp.unlink(file);
+    } catch (err) {
+      if (isMissing(err)) return;
+      // EISDIR (EPERM on some systems): the key names a directory of other blobs, not a blob.
+      const code = errnoOf(err);
+      if (code === "EISDIR" || (code === "EPERM" && (await isDirectory(file)))) return;
+      throw mapFsError("delete", file, err);
+    }
+    // Remove directories the unlink left empty, deepest first, up to (not including) the root.
+    // rmdir only ever removes an empty directory, so this cannot lose data; a put racing with it
+    // recreates what it needs (see #renameIntoPlace).
+    let changed = path.dirname(file);
+    while (changed !== this.root) {
+      try {
+        await fsp.rmdir(changed);
+      } catch {
+        break;
+      }
+      changed = path.dirname(changed);
+    }
+    try {
+      await syncDir(changed);
+    } catch (err) {
+      if (!isMissing(err)) throw mapFsError("delete", file, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  #pathOf(key: string): string {
+    // The key is checked: only [A-Za-z0-9._-] segments, none `.` or `..`.
+    return path.join(this.root, ...key.split("/"));
+  }
+
+  /**
+   * Renames `temp` to `target`, creating missing parent directories. Returns the directories
+   * whose entries changed (the target's parent and the parents of created directories), which
+   * must be fsynced before the put is durable.
+   */
+  async #renameIntoPlace(temp: string, target: string, key: string): Promise<string[]> {
+    const changed = new Set<string>([path.dirname(target)]);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // Try the rename first: the parent usually exists already.
+        if (attempt > 1) for (const dir of await this.#makeParents(key)) changed.add(dir);
+        await fsp.rename(temp, target);
+        return [...changed];
+      } catch (err) {
+        // ENOENT: a parent directory is missing (new, or just removed by a concurrent delete's
+        // pruning). But if the temporary itself is gone, retrying cannot help.
+        if (errnoOf(err) === "ENOENT" && attempt < MAX_RENAME_ATTEMPTS && (await exists(temp))) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** Creates the missing parent directories of `key`; returns the parents of those it created. */
+  async #makeParents(key: string): Promise<string[]> {
+    const segs = key.split("/");
+    const parentsOfCreated: string[] = [];
+    let dir = this.root;
+    for (let i = 0; i < segs.length - 1; i++) {
+      const sub = path.join(dir, segs[i] as string);
+      try {
+        await fsp.mkdir(sub);
+        parentsOfCreated.push(dir);
+      } catch (err) {
+        // EEXIST also covers a regular file in the way; the rename then fails with ENOTDIR.
+        if (errnoOf(err) !== "EEXIST") throw err;
+      }
+      dir = sub;
+    }
+    return parentsOfCreated;
+  }
+
+  /**
+   * Yields the blobs under `dir` (whose key prefix is `keyPrefix`) that start with `prefix`, in
+   * ascending byte order of key. Sibling entries are sorted by their name as it appears inside
+   * a key: a directory `d` as `d/`, a file `f` as `f`. Every key below `d` starts with `d/`, and no
+   * file name contains `/`, so this depth-first order is the byte order of the full keys. Names
+   * are ASCII (others are skipped), so comparing UTF-16 code units compares bytes.
+   */
+  async *#walk(dir: string, keyPrefix: string, prefix: string): AsyncGenerator<BlobInfo> {
+    let entries;
+    try {
+      entries = await fsp.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      // A subdirectory removed by a concurrent delete holds nothing any more.
+      if (dir !== this.root && isMissing(err)) return;
+      throw mapFsError("list", dir, err);
+    }
+    const items: { sortKey: string; name: string; isDir: boolean }[] = [];
+    for (const e of entries) {
+      // Skips the temporary directory and anything that is not a blob Stowage could have written.
+      if (!isBlobKeySegment(e.name)) continue;
+      if (e.isDirectory()) {
+        const sub = `${keyPrefix}${e.name}/`;
+        if (sub.startsWith(prefix) || prefix.startsWith(sub)) items.push({ sortKey: sub, name: e.name, isDir: true });
+      } else if (e.isFile()) {
+        const key = keyPrefix + e.name;
+        if (key.startsWith(prefix) && key.length <= MAX_BLOB_KEY_LENGTH) items.push({ sortKey: key, name: e.name, isDir: false });
+      }
+    }
+    items.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+    for (const item of items) {
+      const full = path.join(dir, item.name);
+      if (item.isDir) {
+        yield* this.#walk(full, item.sortKey, prefix);
+        continue;
+      }
+      let size: number;
+      try {
+        const st = await fsp.stat(full);
+        if (!st.isFile()) continue;
+        size = st.size;
+      } catch (err) {
+        if (isMissing(err)) continue; // deleted since readdir
+        throw mapFsError("list", full, err);
+      }
+      yield { key: item.sortKey, size };
+    }
+  }
+
+  async #removeStaleTemporaries(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.#tempDir);
+    } catch (err) {
+      throw mapFsError("open", this.#tempDir, err);
+    }
+    for (const name of names) {
+      const m = /^(\d+)-/.exec(name);
+      const pid = m === null ? NaN : Number(m[1]);
+      if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || processIsAlive(pid))) continue;
+      const file = path.join(this.#tempDir, name);
+      try {
+        await fsp.rm(file, { recursive: true, force: true });
+      } catch (err) {
+        throw mapFsError("open", file, err);
+      }
+    }
+  }
+
+  #check(): void {
+    if (this.#closed) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "backend is closed");
+  }
+}
