@@ -1,0 +1,157 @@
+/**
+ * The record encoder: compress (zstd, skipped when it does not pay) and seal (AES-256-GCM) chunks,
+ * in worker threads when there is a spare core (DESIGN decision 9), else inline. Chunking, chunk
+ * ids and the stream's MD5 stay on the caller's thread; this moves the rest of the per-byte work
+ * to the second core. Results come back in submission order per caller only if the caller awaits
+ * them in order (ingest does), so packs keep an object's chunks adjacent for coalesced reads.
+ *
+ * Memory: each job copies its chunk (the caller's buffer may be a view of a larger one) and the
+ * sealed result is transferred back; callers bound their jobs in flight.
+ */
+import { Worker } from "node:worker_threads";
+import { availableParallelism } from "node:os";
+import { StowageError } from "../errors.js";
+import { compressChunk, DEFAULT_LEVEL } from "../codec/compress.js";
+import type { RepositoryKeys } from "../codec/keys.js";
+import { sealRecord, RECORD_KIND_CHUNK } from "./format.js";
+
+export interface EncoderWorkerData {
+  key: Uint8Array;
+  level: number;
+}
+
+export interface EncodeRequest {
+  seq: number;
+  chunkId: ArrayBuffer;
+  data: ArrayBuffer;
+}
+
+export type EncodeReply = { seq: number; method: number; sealed: ArrayBuffer } | { seq: number; error: string };
+
+export interface EncodedRecord {
+  method: number;
+  sealed: Uint8Array;
+}
+
+export interface EncoderOptions {
+  /** Worker threads; 0 encodes inline. Default: one less than the cores, at most 2. */
+  threads?: number;
+  /** zstd level. Default 3. */
+  level?: number;
+  /** Most plaintext bytes being encoded at once, across all callers (bounds the copies). Default 32 MiB. */
+  maxInFlightBytes?: number;
+}
+
+/** Chunks smaller than this are encoded on the caller's thread. */
+const INLINE_BELOW = 64 * 1024;
+
+export function defaultEncoderThreads(): number {
+  return Math.max(0, Math.min(2, availableParallelism() - 1));
+}
+
+interface Job {
+  resolve: (r: EncodedRecord) => void;
+  reject: (e: unknown) => void;
+}
+
+export class RecordEncoder {
+  readonly threads: number;
+  readonly #keys: RepositoryKeys;
+  readonly #level: number;
+  readonly #workers: Worker[] = [];
+  readonly #jobs = new Map<number, Job>();
+  readonly #load: number[] = [];
+  #seq = 0;
+  #closed = false;
+  readonly #maxInFlight: number;
+  #inFlightBytes = 0;
+  readonly #waiting: Array<() => void> = [];
+  #failure: Error | undefined;
+
+  constructor(keys: RepositoryKeys, options: EncoderOptions = {}) {
+    this.#keys = keys;
+    this.#level = options.level ?? DEFAULT_LEVEL;
+    this.threads = options.threads ?? defaultEncoderThreads();
+    this.#maxInFlight = options.maxInFlightBytes ?? 32 * 1024 * 1024;
+    if (!Number.isInteger(this.threads) || this.threads < 0 || this.threads > 64) {
+      throw new StowageError("STOWAGE_INVALID_ARGUMENT", `encoder threads ${this.threads} outside 0..64`);
+    }
+    const workerData: EncoderWorkerData = { key: keys.subkey("data-encryption"), level: this.#level };
+    for (let i = 0; i < this.threads; i++) {
+      const w = new Worker(new URL("./encoder-worker.js", import.meta.url), { workerData });
+      w.unref();
+      w.on("message", (reply: EncodeReply) => this.#onReply(i, reply));
+      w.on("error", (err) => this.#fail(err));
+      w.on("exit", (code) => {
+        if (!this.#closed) this.#fail(new Error(`encoder worker exited with code ${code}`));
+      });
+      this.#workers.push(w);
+      this.#load.push(0);
+    }
+  }
+
+  /**
+   * Compresses and seals one chunk whose id is `chunkId`. Waits first while `maxInFlightBytes`
+   * are being encoded (one chunk is always admitted, whatever its size).
+   */
+  async encode(chunkId: Uint8Array, data: Uint8Array): Promise<EncodedRecord> {
+    // Small chunks (small objects) cost more to post to a worker than to encode here.
+    if (this.#workers.length === 0 || data.length < INLINE_BELOW) return this.#encodeInline(chunkId, data);
+    while (this.#inFlightBytes > 0 && this.#inFlightBytes + data.length > this.#maxInFlight) {
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    }
+    this.#inFlightBytes += data.length;
+    try {
+      return await this.#encodeOne(chunkId, data);
+    } finally {
+      this.#inFlightBytes -= data.length;
+      const next = this.#waiting.shift();
+      next?.();
+    }
+  }
+
+  #encodeInline(chunkId: Uint8Array, data: Uint8Array): EncodedRecord {
+    if (this.#closed) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "the record encoder is closed");
+    const c = compressChunk(data, this.#level);
+    return { method: c.method, sealed: sealRecord(this.#keys, RECORD_KIND_CHUNK, c.method, chunkId, c.bytes) };
+  }
+
+  #encodeOne(chunkId: Uint8Array, data: Uint8Array): Promise<EncodedRecord> {
+    if (this.#closed) return Promise.reject(new StowageError("STOWAGE_INVALID_ARGUMENT", "the record encoder is closed"));
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    let w = 0;
+    for (let i = 1; i < this.#workers.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
+    const seq = this.#seq++;
+    const copy = data.slice();
+    const id = Uint8Array.from(chunkId);
+    const req: EncodeRequest = { seq, chunkId: id.buffer, data: copy.buffer };
+    this.#load[w]!++;
+    return new Promise<EncodedRecord>((resolve, reject) => {
+      this.#jobs.set(seq, { resolve, reject });
+      this.#workers[w]!.postMessage(req, [copy.buffer, id.buffer]);
+      if (this.#jobs.size === 1) for (const wk of this.#workers) wk.ref();
+    });
+  }
+
+  #onReply(worker: number, reply: EncodeReply): void {
+    this.#load[worker]!--;
+    const job = this.#jobs.get(reply.seq);
+    if (job === undefined) return;
+    this.#jobs.delete(reply.seq);
+    if (this.#jobs.size === 0) for (const wk of this.#workers) wk.unref();
+    if ("error" in reply) job.reject(new StowageError("STOWAGE_INVALID_ARGUMENT", `encoding a chunk failed: ${reply.error}`));
+    else job.resolve({ method: reply.method, sealed: new Uint8Array(reply.sealed) });
+  }
+
+  #fail(err: Error): void {
+    this.#failure ??= err;
+    for (const job of this.#jobs.values()) job.reject(err);
+    this.#jobs.clear();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all(this.#workers.map((w) => w.terminate()));
+  }
+}

@@ -1,0 +1,337 @@
+/**
+ * The read side of packs: plaintext chunks from their locations, with as few ranged GETs as the
+ * layout allows and bounded memory.
+ *
+ * `read(locations)` yields each location's plaintext in order. Locations are looked up in the chunk
+ * cache first (a cached chunk is never fetched); the others are grouped into *runs* — consecutive
+ * locations in the same pack blob, each starting where the previous one ends — and each run is one
+ * ranged GET of at most `maxRequestBytes` (a single record larger than that is one GET of its own).
+ * A chunk that appears again while its first occurrence is still queued is served from that one
+ * fetch. GETs are issued ahead of the consumer, at most `readAhead` requests beyond the one being
+ * consumed; since the generator only plans while it is being pulled, a paused consumer stops all
+ * fetching. Every record is authenticated (AEAD bound to kind, method and id) and decompressed to
+ * exactly its raw length before it is yielded or cached; failures are `STOWAGE_INTEGRITY` naming
+ * the pack, the chunk and the offset. A missing pack is `STOWAGE_BACKEND_NOT_FOUND` naming the pack.
+ *
+ * Buffers handed out may be shared with the cache: treat them as read-only.
+ */
+import { SEALED_OVERHEAD } from "../codec/aead.js";
+import type { RepositoryKeys } from "../codec/keys.js";
+import type { BlobBackend } from "../backend/backend.js";
+import { StowageError } from "../errors.js";
+import { ChunkCache } from "./cache.js";
+import { openRecord, packNotFound, RECORD_KIND_CHUNK, RECORD_KIND_METADATA, type RecordKind, type RecordRef } from "./format.js";
+
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_READ_AHEAD = 1;
+/** Most locations planned ahead of the consumer (bounds the queue when most are cache hits). */
+const MAX_QUEUED_SLOTS = 1024;
+
+export interface ChunkLocation {
+  chunkId: Buffer;
+  packId: string;
+  blobKey: string;
+  /** Offset of the sealed record in the pack blob. */
+  offset: number;
+  /** Bytes of the sealed record. */
+  storedLength: number;
+  rawLength: number;
+  method: number;
+  /** Record kind; default 1 (chunk). */
+  kind?: RecordKind;
+}
+
+export interface PackReaderOptions {
+  /** Chunk cache capacity in bytes (plaintext + a small per-entry charge). Default 64 MiB; 0 disables it. */
+  cacheBytes?: number;
+  /** Largest coalesced GET. Default 8 MiB. */
+  maxRequestBytes?: number;
+  /** Coalesced requests in flight ahead of the consumer. Default 1. */
+  readAhead?: number;
+}
+
+export interface PackReaderStats {
+  requests: number;
+  bytesFetched: number;
+  cacheHits: number;
+  cacheMisses: number;
+}
+
+interface Request {
+  blobKey: string;
+  packId: string;
+  offset: number;
+  length: number;
+  bytes: Promise<Buffer>;
+  /** Slots of this request not yet consumed. */
+  remaining: number;
+}
+
+interface CachedSlot {
+  type: "cached";
+  loc: ChunkLocation;
+  value: Buffer;
+}
+
+interface FetchSlot {
+  type: "fetch";
+  loc: ChunkLocation;
+  key: string;
+  req: Request;
+  /** Alias slots queued behind this one. */
+  aliases: number;
+  /** Kept after consumption while aliases wait for it. */
+  value: Buffer | undefined;
+}
+
+interface AliasSlot {
+  type: "alias";
+  loc: ChunkLocation;
+  target: FetchSlot;
+}
+
+type Slot = CachedSlot | FetchSlot | AliasSlot;
+
+function invalid(what: string): StowageError {
+  return new StowageError("STOWAGE_INVALID_ARGUMENT", what);
+}
+
+function checkLocation(loc: ChunkLocation): void {
+  const ok =
+    loc !== null &&
+    typeof loc === "object" &&
+    loc.chunkId instanceof Uint8Array &&
+    loc.chunkId.length === 32 &&
+    typeof loc.packId === "string" &&
+    typeof loc.blobKey === "string" &&
+    Number.isSafeInteger(loc.offset) &&
+    loc.offset >= 0 &&
+    Number.isSafeInteger(loc.storedLength) &&
+    loc.storedLength >= SEALED_OVERHEAD &&
+    Number.isSafeInteger(loc.rawLength) &&
+    loc.rawLength >= 0 &&
+    Number.isInteger(loc.method) &&
+    (loc.kind === undefined || loc.kind === RECORD_KIND_CHUNK || loc.kind === RECORD_KIND_METADATA);
+  if (!ok) throw invalid("malformed chunk location");
+}
+
+function cacheKey(loc: ChunkLocation): string {
+  return `${loc.kind ?? RECORD_KIND_CHUNK}:${loc.chunkId.toString("hex")}`;
+}
+
+function recordRef(loc: ChunkLocation): RecordRef {
+  return {
+    kind: loc.kind ?? RECORD_KIND_CHUNK,
+    method: loc.method,
+    id: loc.chunkId,
+    offset: loc.offset,
+    storedLength: loc.storedLength,
+    rawLength: loc.rawLength,
+  };
+}
+
+interface Source<T> {
+  next(): Promise<T | undefined>;
+  close(): Promise<void>;
+}
+
+function source<T>(items: Iterable<T> | AsyncIterable<T>): Source<T> {
+  if (Symbol.asyncIterator in items) {
+    const it = (items as AsyncIterable<T>)[Symbol.asyncIterator]();
+    return {
+      next: async () => {
+        const r = await it.next();
+        return r.done === true ? undefined : r.value;
+      },
+      close: async () => {
+        await it.return?.();
+      },
+    };
+  }
+  const it = (items as Iterable<T>)[Symbol.iterator]();
+  return {
+    next: async () => {
+      const r = it.next();
+      return r.done === true ? undefined : r.value;
+    },
+    close: async () => {
+      it.return?.();
+    },
+  };
+}
+
+export class PackReader {
+  readonly #backend: BlobBackend;
+  readonly #keys: RepositoryKeys;
+  readonly #cache: ChunkCache;
+  readonly #maxRequestBytes: number;
+  readonly #readAhead: number;
+  #requests = 0;
+  #bytesFetched = 0;
+  #cacheHits = 0;
+  #cacheMisses = 0;
+
+  constructor(backend: BlobBackend, keys: RepositoryKeys, options: PackReaderOptions = {}) {
+    this.#backend = backend;
+    this.#keys = keys;
+    const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
+    this.#maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    this.#readAhead = options.readAhead ?? DEFAULT_READ_AHEAD;
+    if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalid(`cacheBytes ${cacheBytes} must be a byte count`);
+    if (!Number.isSafeInteger(this.#maxRequestBytes) || this.#maxRequestBytes < 1) throw invalid(`maxRequestBytes ${this.#maxRequestBytes} must be positive`);
+    if (!Number.isInteger(this.#readAhead) || this.#readAhead < 0 || this.#readAhead > 64) throw invalid(`readAhead ${this.#readAhead} outside [0, 64]`);
+    this.#cache = new ChunkCache(cacheBytes);
+  }
+
+  /** Bytes the chunk cache holds now (for tests and metrics). */
+  get cachedBytes(): number {
+    return this.#cache.bytes;
+  }
+
+  stats(): PackReaderStats {
+    return { requests: this.#requests, bytesFetched: this.#bytesFetched, cacheHits: this.#cacheHits, cacheMisses: this.#cacheMisses };
+  }
+
+  /** The plaintext of one record (from the cache, or one GET). */
+  async readOne(location: ChunkLocation): Promise<Buffer> {
+    checkLocation(location);
+    const key = cacheKey(location);
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) {
+      this.#cacheHits++;
+      return cached;
+    }
+    this.#cacheMisses++;
+    const bytes = await this.#get(location.blobKey, location.packId, location.offset, location.storedLength);
+    const plain = openRecord(this.#keys, recordRef(location), bytes, location.packId);
+    this.#cache.set(key, plain);
+    return plain;
+  }
+
+  /** The plaintext of each location, in order (see the module comment). */
+  async *read(locations: Iterable<ChunkLocation> | AsyncIterable<ChunkLocation>): AsyncGenerator<Buffer> {
+    const src = source(locations);
+    const queue: Slot[] = [];
+    /** Fetch slots queued and not yet consumed, by cache key. */
+    const planned = new Map<string, FetchSlot>();
+    let fetches = 0;
+    let cachedBytes = 0;
+    let peeked: ChunkLocation | undefined;
+    let exhausted = false;
+    const pull = async (): Promise<ChunkLocation | undefined> => {
+      if (peeked !== undefined) {
+        const p = peeked;
+        peeked = undefined;
+        return p;
+      }
+      if (exhausted) return undefined;
+      const loc = await src.next();
+      if (loc === undefined) exhausted = true;
+      else checkLocation(loc);
+      return loc;
+    };
+
+    try {
+      for (;;) {
+        // Plan: fill the queue up to readAhead requests beyond the one being consumed.
+        while (fetches <= this.#readAhead && cachedBytes < this.#maxRequestBytes && queue.length < MAX_QUEUED_SLOTS) {
+          const loc = await pull();
+          if (loc === undefined) break;
+          const key = cacheKey(loc);
+          const cached = this.#cache.get(key);
+          if (cached !== undefined) {
+            this.#cacheHits++;
+            queue.push({ type: "cached", loc, value: cached });
+            cachedBytes += cached.length;
+            continue;
+          }
+          const target = planned.get(key);
+          if (target !== undefined) {
+            this.#cacheHits++;
+            target.aliases++;
+            queue.push({ type: "alias", loc, target });
+            continue;
+          }
+          // A run: locations adjacent in the same pack, not cached, not already queued.
+          const run: ChunkLocation[] = [loc];
+          const keys = [key];
+          let end = loc.offset + loc.storedLength;
+          for (;;) {
+            const next = await pull();
+            if (next === undefined) break;
+            const nextKey = cacheKey(next);
+            if (
+              next.blobKey !== loc.blobKey ||
+              next.offset !== end ||
+              end + next.storedLength - loc.offset > this.#maxRequestBytes ||
+              keys.includes(nextKey) ||
+              planned.has(nextKey) ||
+              this.#cache.has(nextKey)
+            ) {
+              peeked = next;
+              break;
+            }
+            run.push(next);
+            keys.push(nextKey);
+            end += next.storedLength;
+          }
+          const req: Request = {
+            blobKey: loc.blobKey,
+            packId: loc.packId,
+            offset: loc.offset,
+            length: end - loc.offset,
+            bytes: this.#get(loc.blobKey, loc.packId, loc.offset, end - loc.offset),
+            remaining: run.length,
+          };
+          // Consumed in order; a failed prefetch is reported when the consumer reaches it.
+          req.bytes.catch(() => {});
+          fetches++;
+          this.#cacheMisses += run.length;
+          for (let i = 0; i < run.length; i++) {
+            const slot: FetchSlot = { type: "fetch", loc: run[i]!, key: keys[i]!, req, aliases: 0, value: undefined };
+            planned.set(keys[i]!, slot);
+            queue.push(slot);
+          }
+        }
+
+        const slot = queue.shift();
+        if (slot === undefined) return;
+        let value: Buffer;
+        if (slot.type === "cached") {
+          cachedBytes -= slot.value.length;
+          value = slot.value;
+        } else if (slot.type === "fetch") {
+          const { req, loc } = slot;
+          if (planned.get(slot.key) === slot) planned.delete(slot.key);
+          const bytes = await req.bytes;
+          const rel = loc.offset - req.offset;
+          value = openRecord(this.#keys, recordRef(loc), bytes.subarray(rel, rel + loc.storedLength), loc.packId);
+          if (--req.remaining === 0) fetches--;
+          this.#cache.set(slot.key, value);
+          if (slot.aliases > 0) slot.value = value;
+        } else {
+          const t = slot.target;
+          const v = t.value;
+          if (--t.aliases === 0) t.value = undefined;
+          value = v ?? (await this.readOne(slot.loc));
+        }
+        yield value;
+      }
+    } finally {
+      await src.close();
+    }
+  }
+
+  async #get(blobKey: string, packId: string, offset: number, length: number): Promise<Buffer> {
+    this.#requests++;
+    let bytes: Buffer;
+    try {
+      bytes = await this.#backend.get(blobKey, { offset, length });
+    } catch (err) {
+      throw packNotFound(err, packId, blobKey, this.#backend.location);
+    }
+    this.#bytesFetched += bytes.length;
+    return bytes;
+  }
+}
