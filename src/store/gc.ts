@@ -1,0 +1,218 @@
+/**
+ * The garbage collector: reclaims chunks no manifest references, recycles packs that are mostly
+ * dead, and merges packs that are too small (the small-object compaction that cuts request costs).
+ *
+ * Crash safety, in this order: (1) live chunks of the chosen packs are re-packed into new packs,
+ * and each new pack's upload commits the chunk records that now point at it (references kept);
+ * (2) one transaction marks the old packs `retired` and drops their unreferenced chunk records;
+ * (3) only after the grace period is a retired pack's blob deleted, then its record. A crash after
+ * (1) leaves old packs whose chunks all live elsewhere: the next run retires them. Readers that
+ * looked up an old location before (2) can still read it during the grace period.
+ *
+ * The collector holds the store's lock exclusively: a put that found a chunk by its id (which may
+ * have no references yet) must be able to reference it when it commits.
+ */
+import { StowageError, isStowageError } from "../errors.js";
+import { compressChunk } from "../codec/compress.js";
+import { Packer, type PackCommit } from "../pack/writer.js";
+import { PACK_PREFIX } from "../pack/format.js";
+import type { ChunkRecord, PackRecord } from "../meta/types.js";
+import type { ObjectStore } from "./store.js";
+
+export interface GcOptions {
+  /** Report what would be reclaimed; change nothing. */
+  dryRun?: boolean;
+  /** Recycle a pack when less than this fraction of its bytes is live. Default 0.5. */
+  minLiveFraction?: number;
+  /** Packs smaller than this (bytes) are merged, when there are at least two. Default: a quarter of the pack target size. */
+  smallPackSize?: number;
+  /** How long a retired pack's blob is kept for readers that still hold its old location (ms). Default 15 minutes. */
+  graceMs?: number;
+}
+
+export interface GcReport {
+  dryRun: boolean;
+  packsScanned: number;
+  chunksScanned: number;
+  /** Chunks no manifest references. */
+  deadChunks: number;
+  deadBytes: number;
+  /** Packs chosen for recycling (mostly dead, or small). */
+  packsRecycled: number;
+  /** Live chunks and their stored bytes copied into new packs. */
+  chunksRewritten: number;
+  bytesRewritten: number;
+  newPacks: number;
+  /** Pack blobs deleted (retired packs past the grace period). */
+  packsDeleted: number;
+  /** Bytes of the bucket freed by this run (deleted blobs minus new packs written). */
+  bytesReclaimed: number;
+  /** Bytes that recycling the chosen packs frees once their grace period ends (dry run: would free). */
+  bytesReclaimable: number;
+  /** Pack blobs in the bucket that no metadata names (left by a crash before commit), deleted. */
+  orphanBlobsDeleted: number;
+  /** Packs left alone because reading them failed (run `stowage fsck --read-data`). */
+  unreadablePacks: string[];
+}
+
+interface PackUsage {
+  pack: PackRecord;
+  liveBytes: number;
+  live: Array<[Buffer, ChunkRecord]>;
+  dead: Buffer[];
+}
+
+export async function collectGarbage(store: ObjectStore, options: GcOptions = {}): Promise<GcReport> {
+  const minLive = options.minLiveFraction ?? 0.5;
+  const small = options.smallPackSize ?? Math.floor(store.options.packTargetSize / 4);
+  const graceMs = options.graceMs ?? 15 * 60 * 1000;
+  const dryRun = options.dryRun ?? false;
+  if (!(minLive >= 0 && minLive <= 1)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "minLiveFraction must be in [0, 1]");
+  if (!(graceMs >= 0)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "graceMs must be >= 0");
+
+  return store.lock.exclusive(async () => {
+    const { meta, backend } = store;
+    // Nothing may be in flight from writers while we decide what is garbage.
+    await store.packer.flush().catch(() => undefined);
+    const report: GcReport = {
+      dryRun,
+      packsScanned: 0,
+      chunksScanned: 0,
+      deadChunks: 0,
+      deadBytes: 0,
+      packsRecycled: 0,
+      chunksRewritten: 0,
+      bytesRewritten: 0,
+      newPacks: 0,
+      packsDeleted: 0,
+      bytesReclaimed: 0,
+      bytesReclaimable: 0,
+      orphanBlobsDeleted: 0,
+      unreadablePacks: [],
+    };
+
+    const usage = new Map<string, PackUsage>();
+    const retired: PackRecord[] = [];
+    for await (const p of meta.listPacks()) {
+      report.packsScanned++;
+      if (p.state === "retired") retired.push(p);
+      else usage.set(p.id, { pack: p, liveBytes: 0, live: [], dead: [] });
+    }
+    const retiredIds = new Set(retired.map((p) => p.id));
+    const stillReferenced = new Set<string>();
+    for await (const [id, c] of meta.listChunks()) {
+      report.chunksScanned++;
+      const u = usage.get(c.packId);
+      if (retiredIds.has(c.packId)) stillReferenced.add(c.packId);
+      if (c.refs === 0) {
+        report.deadChunks++;
+        report.deadBytes += c.storedLength;
+        u?.dead.push(id);
+      } else if (u !== undefined) {
+        u.liveBytes += c.storedLength;
+        u.live.push([id, c]);
+      }
+    }
+
+    // Choose: mostly-dead packs, and small packs when there are at least two to merge.
+    const chosen: PackUsage[] = [];
+    const smallOnes: PackUsage[] = [];
+    for (const u of usage.values()) {
+      if (u.liveBytes === 0 || u.liveBytes < u.pack.size * minLive) chosen.push(u);
+      else if (u.pack.size < small) smallOnes.push(u);
+    }
+    if (smallOnes.length >= 2) chosen.push(...smallOnes);
+    report.packsRecycled = chosen.length;
+    for (const u of chosen) report.bytesReclaimable += u.pack.size - u.liveBytes;
+
+    if (dryRun) {
+      for (const p of retired) if (p.retiredAt !== undefined && p.retiredAt + graceMs <= store.options.now() && !stillReferenced.has(p.id)) report.packsDeleted++;
+      return report;
+    }
+
+    // (1) Re-pack live chunks. Each new pack's commit moves the records of its chunks.
+    const moved = new Set<string>();
+    const gcPacker = new Packer(
+      backend,
+      store.keys,
+      async (commit: PackCommit) => {
+        await meta.transaction(async (tx) => {
+          tx.putPack(commit.pack);
+          for (const [id, rec] of commit.chunks) {
+            const old = await tx.getChunk(id);
+            if (old === undefined) continue;
+            tx.putChunk(id, { ...rec, refs: old.refs });
+            moved.add(id.toString("hex"));
+          }
+          tx.addCounters({ backendPuts: 1, backendBytesWritten: commit.pack.size });
+        });
+        report.newPacks++;
+        report.bytesReclaimed -= commit.pack.size;
+      },
+      { targetSize: store.options.packTargetSize, maxUploads: store.options.maxUploads },
+    );
+    const recyclable: PackUsage[] = [];
+    try {
+      for (const u of chosen) {
+        try {
+          for (const [id, c] of u.live) {
+            const plain = await store.reader.readOne({ chunkId: id, packId: u.pack.id, blobKey: u.pack.blobKey, offset: c.offset, storedLength: c.storedLength, rawLength: c.rawLength, method: c.method });
+            const z = compressChunk(plain, store.options.compressionLevel);
+            await gcPacker.add({ chunkId: id, method: z.method, rawLength: plain.length, stored: z.bytes });
+            report.chunksRewritten++;
+            report.bytesRewritten += c.storedLength;
+          }
+          recyclable.push(u);
+        } catch (err) {
+          if (!isStowageError(err, "STOWAGE_INTEGRITY") && !isStowageError(err, "STOWAGE_BACKEND_NOT_FOUND")) throw err;
+          report.unreadablePacks.push(u.pack.id);
+        }
+      }
+    } finally {
+      await gcPacker.close();
+    }
+
+    // (2) Retire the recycled packs; drop their unreferenced chunk records.
+    const now = store.options.now();
+    await meta.transaction(async (tx) => {
+      for (const u of recyclable) {
+        let allMoved = true;
+        for (const [id] of u.live) {
+          const rec = await tx.getChunk(id);
+          if (rec !== undefined && rec.packId === u.pack.id) allMoved = false;
+        }
+        if (!allMoved) continue;
+        for (const id of u.dead) {
+          const rec = await tx.getChunk(id);
+          if (rec !== undefined && rec.refs === 0 && rec.packId === u.pack.id) tx.deleteChunk(id);
+        }
+        const r: PackRecord = { ...u.pack, state: "retired", retiredAt: now };
+        tx.putPack(r);
+        retired.push(r);
+      }
+    });
+
+    // (3) Delete retired packs past their grace period (blob first, then the record).
+    for (const p of retired) {
+      if (p.retiredAt === undefined || p.retiredAt + graceMs > now || stillReferenced.has(p.id)) continue;
+      await backend.delete(p.blobKey);
+      await meta.transaction(async (tx) => {
+        tx.deletePack(p.id);
+      });
+      report.packsDeleted++;
+      report.bytesReclaimed += p.size;
+    }
+
+    // Orphans: blobs uploaded by an operation that crashed before committing their pack.
+    const known = new Set<string>();
+    for await (const p of meta.listPacks()) known.add(p.blobKey);
+    for await (const blob of backend.list(PACK_PREFIX)) {
+      if (known.has(blob.key)) continue;
+      await backend.delete(blob.key);
+      report.orphanBlobsDeleted++;
+      report.bytesReclaimed += blob.size;
+    }
+    return report;
+  });
+}
+

@@ -1,0 +1,296 @@
+/**
+ * A repository on disk: the data directory that `stowage init` creates and every command opens.
+ *
+ *   DATA/stowage.json   repository configuration (format, ids, chunker and pack parameters, bucket)
+ *   DATA/key            the master key sealed under the passphrase (absent when the key comes
+ *                       from STOWAGE_MASTER_KEY only)
+ *   DATA/meta/          the metadata store (kv)
+ *   DATA/bucket/        the embedded default bucket: a local directory acting as the cloud bucket;
+ *                       it also holds a copy of the sealed key under keys/<key id>
+ */
+import { mkdir, open as openFile, readFile, rename, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { StowageError } from "../errors.js";
+import {
+  createKeyFile,
+  openKeyFile,
+  sealKeyFile,
+  keysFromEnvironment,
+  keysFromMasterKey,
+  parseMasterKey,
+  formatMasterKey,
+  type KeyFileOptions,
+  type RepositoryKeys,
+} from "../codec/keys.js";
+import { DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE } from "../codec/chunker.js";
+import { LocalBackend } from "../backend/local.js";
+import type { BlobBackend } from "../backend/backend.js";
+import { openKvMetadataStore } from "../meta/kv-store.js";
+import type { MetadataStore } from "../meta/types.js";
+import { ObjectStore, type ObjectStoreOptions } from "./store.js";
+
+export const CONFIG_FILE = "stowage.json";
+export const KEY_FILE = "key";
+/**
+ * An unsealed master key kept in the data directory (hex). Written only by `stowage serve` when it
+ * creates a repository with no passphrase and no master key supplied — the zero-configuration
+ * start. Anyone who can read the data directory can then read the data; `init` with a passphrase
+ * is the setup for real use.
+ */
+export const MASTER_KEY_FILE = "master.key";
+export const REPOSITORY_FORMAT = "stowage-repository";
+export const REPOSITORY_VERSION = 1;
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+
+export interface RepositoryConfig {
+  format: typeof REPOSITORY_FORMAT;
+  version: number;
+  /** 32 hex characters, random at init. */
+  repositoryId: string;
+  /** Key id (hex) of the master key: a supplied key must match it. */
+  keyId: string;
+  created: string;
+  chunker: { minSize: number; avgSize: number; maxSize: number };
+  packTargetSize: number;
+  /** The bucket: `file://` URL, or a path relative to the data directory. */
+  bucket: string;
+}
+
+export interface InitOptions {
+  /** Seal a fresh master key under this passphrase (writes DATA/key and a copy in the bucket). */
+  passphrase?: string;
+  /** Use these keys instead of generating one (e.g. from STOWAGE_MASTER_KEY); no key file unless a passphrase is given too. */
+  keys?: RepositoryKeys;
+  chunker?: Partial<RepositoryConfig["chunker"]>;
+  packTargetSize?: number;
+  /** Key-file KDF cost (tests lower it). */
+  keyFile?: KeyFileOptions;
+}
+
+export interface OpenOptions extends ObjectStoreOptions {
+  /** Opens DATA/key. */
+  passphrase?: string;
+  /** Keys supplied directly; checked against the repository's key id. */
+  keys?: RepositoryKeys;
+}
+
+/** An open repository: its configuration, keys, bucket, metadata and the object store on top. */
+export class Repository {
+  constructor(
+    readonly dir: string,
+    readonly config: RepositoryConfig,
+    readonly keys: RepositoryKeys,
+    readonly backend: BlobBackend,
+    readonly meta: MetadataStore,
+    readonly store: ObjectStore,
+  ) {}
+
+  async close(): Promise<void> {
+    try {
+      await this.store.close();
+    } finally {
+      try {
+        await this.meta.close();
+      } finally {
+        await this.backend.close();
+      }
+    }
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes `data` to `path` atomically and durably (temporary file, fsync, rename). */
+async function writeFileDurably(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.tmp-${randomBytes(4).toString("hex")}`;
+  const fh = await openFile(tmp, "w", 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}
+
+function checkChunker(c: RepositoryConfig["chunker"]): void {
+  const ok =
+    Number.isInteger(c.minSize) && Number.isInteger(c.avgSize) && Number.isInteger(c.maxSize) && c.minSize >= 64 && c.minSize <= c.avgSize && c.avgSize <= c.maxSize && c.maxSize <= 64 * 1024 * 1024;
+  if (!ok) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `chunker sizes must satisfy 64 <= min <= avg <= max <= 64 MiB (got ${JSON.stringify(c)})`);
+}
+
+/** Creates a repository in `dir` (created if missing). Fails with STOWAGE_REPO_EXISTS if one is there. */
+export async function initRepository(dir: string, options: InitOptions): Promise<RepositoryConfig> {
+  dir = resolve(dir);
+  if (options.passphrase === undefined && options.keys === undefined) {
+    throw new StowageError("STOWAGE_NO_KEY", "init needs a passphrase (STOWAGE_PASSPHRASE) or a master key (STOWAGE_MASTER_KEY)");
+  }
+  await mkdir(dir, { recursive: true });
+  if (await exists(join(dir, CONFIG_FILE))) {
+    throw new StowageError("STOWAGE_REPO_EXISTS", `${dir} already holds a Stowage repository`);
+  }
+  const chunker = {
+    minSize: options.chunker?.minSize ?? DEFAULT_MIN_SIZE,
+    avgSize: options.chunker?.avgSize ?? DEFAULT_AVG_SIZE,
+    maxSize: options.chunker?.maxSize ?? DEFAULT_MAX_SIZE,
+  };
+  checkChunker(chunker);
+  const packTargetSize = options.packTargetSize ?? DEFAULT_PACK_SIZE;
+  if (!Number.isInteger(packTargetSize) || packTargetSize < 4096 || packTargetSize > 512 * 1024 * 1024) {
+    throw new StowageError("STOWAGE_INVALID_ARGUMENT", "packTargetSize must be between 4 KiB and 512 MiB");
+  }
+
+  let keys = options.keys;
+  let keyFile: Uint8Array | undefined;
+  if (options.passphrase !== undefined) {
+    if (keys === undefined) {
+      const created = await createKeyFile(options.passphrase, options.keyFile);
+      keys = created.keys;
+      keyFile = created.file;
+    } else {
+      keyFile = await sealKeyFile(keys, options.passphrase, options.keyFile);
+    }
+  }
+  if (keys === undefined) throw new StowageError("STOWAGE_NO_KEY", "no key");
+
+  const config: RepositoryConfig = {
+    format: REPOSITORY_FORMAT,
+    version: REPOSITORY_VERSION,
+    repositoryId: randomBytes(16).toString("hex"),
+    keyId: keys.keyIdHex,
+    created: new Date().toISOString(),
+    chunker,
+    packTargetSize,
+    bucket: "bucket",
+  };
+  const backend = await LocalBackend.open(join(dir, config.bucket));
+  try {
+    if (keyFile !== undefined) {
+      await backend.put(`keys/${config.keyId}`, keyFile);
+      await writeFileDurably(join(dir, KEY_FILE), keyFile);
+    }
+  } finally {
+    await backend.close();
+  }
+  const meta = await openKvMetadataStore(join(dir, "meta"));
+  await meta.close();
+  // The configuration goes last: its presence marks a complete repository.
+  await writeFileDurably(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + "\n");
+  return config;
+}
+
+/** Reads and checks DATA/stowage.json. */
+export async function readConfig(dir: string): Promise<RepositoryConfig> {
+  const path = join(resolve(dir), CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new StowageError("STOWAGE_REPO_NOT_FOUND", `no Stowage repository in ${resolve(dir)} (run \`stowage init\`)`);
+    }
+    throw new StowageError("STOWAGE_BACKEND_IO", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new StowageError("STOWAGE_KEY_FORMAT", `${path} is not valid JSON: the repository configuration is damaged`);
+  }
+  const c = parsed as Partial<RepositoryConfig>;
+  if (c.format !== REPOSITORY_FORMAT) throw new StowageError("STOWAGE_REPO_NOT_FOUND", `${path} is not a Stowage repository configuration`);
+  if (typeof c.version !== "number" || c.version > REPOSITORY_VERSION) {
+    throw new StowageError("STOWAGE_FORMAT_VERSION", `repository format version ${String(c.version)} is newer than this build understands (${REPOSITORY_VERSION})`);
+  }
+  if (typeof c.keyId !== "string" || typeof c.bucket !== "string" || c.chunker === undefined || typeof c.packTargetSize !== "number") {
+    throw new StowageError("STOWAGE_KEY_FORMAT", `${path} is missing fields: the repository configuration is damaged`);
+  }
+  checkChunker(c.chunker);
+  return c as RepositoryConfig;
+}
+
+/**
+ * The repository's keys: `options.keys`, else STOWAGE_MASTER_KEY, else DATA/key opened with the
+ * passphrase. Errors: STOWAGE_NO_KEY, STOWAGE_WRONG_KEY, STOWAGE_BAD_PASSPHRASE, STOWAGE_KEY_FORMAT.
+ */
+export async function loadKeys(dir: string, config: RepositoryConfig, options: { passphrase?: string; keys?: RepositoryKeys }): Promise<RepositoryKeys> {
+  const supplied = options.keys ?? keysFromEnvironment();
+  if (supplied !== undefined) {
+    if (supplied.keyIdHex !== config.keyId) {
+      throw new StowageError("STOWAGE_WRONG_KEY", `the master key supplied (key id ${supplied.keyIdHex}) is not this repository's (key id ${config.keyId})`);
+    }
+    return supplied;
+  }
+  if (options.passphrase === undefined) {
+    const unsealed = await readMasterKeyFile(dir);
+    if (unsealed !== undefined) {
+      if (unsealed.keyIdHex !== config.keyId) throw new StowageError("STOWAGE_WRONG_KEY", `${join(resolve(dir), MASTER_KEY_FILE)} holds a key that is not this repository's`);
+      return unsealed;
+    }
+    throw new StowageError("STOWAGE_NO_KEY", "this repository's key is sealed: set STOWAGE_PASSPHRASE (or STOWAGE_MASTER_KEY)");
+  }
+  let file: Buffer;
+  try {
+    file = await readFile(join(resolve(dir), KEY_FILE));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new StowageError("STOWAGE_NO_KEY", `${join(resolve(dir), KEY_FILE)} is missing: this repository's key must be supplied with STOWAGE_MASTER_KEY`);
+    }
+    throw err;
+  }
+  return openKeyFile(file, options.passphrase);
+}
+
+/** The keys in DATA/master.key, if that file exists. */
+export async function readMasterKeyFile(dir: string): Promise<RepositoryKeys | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(resolve(dir), MASTER_KEY_FILE), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  return keysFromMasterKey(parseMasterKey(text));
+}
+
+/** Writes DATA/master.key (mode 0600) for the zero-configuration start; see {@link MASTER_KEY_FILE}. */
+export async function writeMasterKeyFile(dir: string, keys: RepositoryKeys): Promise<void> {
+  await mkdir(resolve(dir), { recursive: true });
+  await writeFileDurably(join(resolve(dir), MASTER_KEY_FILE), formatMasterKey(keys) + "\n");
+}
+
+/** True when `dir` holds a repository configuration. */
+export async function repositoryExists(dir: string): Promise<boolean> {
+  return exists(join(resolve(dir), CONFIG_FILE));
+}
+
+/** Opens the repository in `dir`. */
+export async function openRepository(dir: string, options: OpenOptions = {}): Promise<Repository> {
+  dir = resolve(dir);
+  const config = await readConfig(dir);
+  const keys = await loadKeys(dir, config, options);
+  const bucketDir = config.bucket.startsWith("file://") ? new URL(config.bucket).pathname : join(dir, config.bucket);
+  const backend = await LocalBackend.open(bucketDir);
+  let meta: MetadataStore;
+  try {
+    meta = await openKvMetadataStore(join(dir, "meta"));
+  } catch (err) {
+    await backend.close();
+    throw err;
+  }
+  const store = new ObjectStore(meta, backend, keys, {
+    chunker: config.chunker,
+    packTargetSize: config.packTargetSize,
+    ...options,
+  });
+  return new Repository(dir, config, keys, backend, meta, store);
+}
+
