@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,10 +17,37 @@ test("the stowage bin is executable (npx stowage runs it directly)", () => {
   assert.notEqual(statSync(BIN).mode & 0o111, 0);
 });
 
-test("stowage serve says it is not implemented and exits 2", () => {
-  const r = run("serve", "--data", join(tmpdir(), "stowage-cli-unused"));
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /not implemented/);
+test("stowage serve starts on a bare data directory, prints endpoint and credentials, serves /health, drains on SIGTERM", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "stowage-serve-"));
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith("STOWAGE_")) delete env[k];
+  const child = spawn(process.execPath, [BIN, "serve", "--data", dir, "--port", "0", "--log-level", "warn"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    let stderr = "";
+    const endpoint = await new Promise<string>((resolve, reject) => {
+      child.stderr.on("data", (b: Buffer) => {
+        stderr += b.toString();
+        const m = /S3 endpoint (http:\/\/[^ ]+)/.exec(stderr);
+        if (m !== null && /secret key /.test(stderr)) resolve(m[1]!);
+      });
+      child.on("exit", (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
+    });
+    assert.match(stderr, /access key STW[A-Z2-7]{17}/);
+    assert.match(stderr, /secret key \S{20,}/);
+    const health = await fetch(`${endpoint}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: "ok" });
+    const anon = await fetch(`${endpoint}/`);
+    assert.equal(anon.status, 403);
+    assert.ok(statSync(join(dir, "stowage.json")).isFile(), "the repository was created");
+    assert.equal(statSync(join(dir, "credentials.json")).mode & 0o077, 0, "credentials are private");
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+  } finally {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("stowage kv-stats --json reports a store's sequence and levels; a missing store fails", async () => {

@@ -10,6 +10,8 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { isStowageError } from "../errors.js";
 import type { KvOptions, KvStats, RepairReport } from "../kv/types.js";
+import { registerRepositoryCommands } from "./commands.js";
+import { registerServe } from "./serve.js";
 
 /** The slice of the kv module the CLI uses. */
 interface KvModule {
@@ -93,12 +95,15 @@ function buildProgram(): Command {
   program
     .name("stowage")
     .description(
-      "Stowage storage gateway. Implemented so far: the LSM key-value store (kv-stats, kv-repair).\n" +
-        "The S3 gateway (serve) is not implemented in this version.",
+      "Stowage storage gateway: chunked, deduplicated, compressed, encrypted and packed object storage.\n" +
+        "Data directory: --data DIR, else $STOWAGE_DATA, else ./stowage-data. Key: $STOWAGE_PASSPHRASE\n" +
+        "(or a prompt on a terminal), or $STOWAGE_MASTER_KEY. `stowage serve` runs the S3 endpoint.",
     )
     .version(packageVersion())
     .exitOverride()
     .showHelpAfterError();
+
+  registerRepositoryCommands(program);
 
   program
     .command("kv-stats")
@@ -128,19 +133,7 @@ function buildProgram(): Command {
       process.stdout.write((opts.json ? JSON.stringify(report, null, 2) : repairText(report)) + "\n");
     });
 
-  program
-    .command("serve")
-    .description("run the S3 gateway (not implemented in this version)")
-    .option("--data <dir>", "data directory")
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .action(() => {
-      process.stderr.write(
-        "stowage serve: the S3 gateway is not implemented in this version of Stowage.\n" +
-          "What exists today is the kv store (library: stowage/kv; commands: kv-stats, kv-repair).\n",
-      );
-      process.exitCode = EXIT_USAGE;
-    });
+  registerServe(program);
 
   return program;
 }
@@ -165,7 +158,8 @@ export async function main(argv: string[]): Promise<number> {
       if (err.cause !== undefined) process.stderr.write(`  cause: ${String(err.cause)}\n`);
     } else if (err instanceof Error) {
       const code = (err as NodeJS.ErrnoException).code;
-      process.stderr.write(`stowage: ${code ? `${code}: ` : ""}${err.message}\n`);
+      const prefix = code !== undefined && !err.message.startsWith(code) ? `${code}: ` : "";
+      process.stderr.write(`stowage: ${prefix}${err.message}\n`);
     } else {
       process.stderr.write(`stowage: ${String(err)}\n`);
     }

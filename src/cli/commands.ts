@@ -1,0 +1,550 @@
+/**
+ * The repository commands: init, put, get, ls, rm, cp, snapshot, versioning, gc, fsck,
+ * rebuild-index, stats. Output that is data has a `--json` form; exit status is 0 on success and
+ * non-zero on any failure (main.ts maps errors to status 1 with the reason on stderr).
+ */
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { dirname, join, relative, sep, basename } from "node:path";
+import { randomBytes } from "node:crypto";
+import { pipeline } from "node:stream/promises";
+import { Readable } from "node:stream";
+import type { Command } from "commander";
+import { StowageError } from "../errors.js";
+import { keysFromEnvironment } from "../codec/keys.js";
+import { initRepository } from "../store/repository.js";
+import { collectGarbage } from "../store/gc.js";
+import { fsck } from "../store/fsck.js";
+import { rebuildIndex } from "../store/rebuild.js";
+import { computeStats, S3_STANDARD_PRICES, type StoreStats } from "../store/stats.js";
+import type { ObjectStore, PutOptions } from "../store/store.js";
+import type { VersionHeader } from "../meta/types.js";
+import { dataDir, parseBucketPath, passphrase, withRepo } from "./context.js";
+import { Progress, formatBytes } from "./progress.js";
+
+interface DataOpt {
+  data?: string;
+}
+
+function out(line: string): void {
+  process.stdout.write(line + "\n");
+}
+
+function json(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+}
+
+function intOption(value: string, name: string, min = 0): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  ".json": "application/json",
+  ".xml": "application/xml",
+  ".txt": "text/plain",
+  ".log": "text/plain",
+  ".edl": "text/plain",
+  ".html": "text/html",
+  ".csv": "text/csv",
+  ".mp4": "video/mp4",
+  ".mov": "video/quicktime",
+  ".mxf": "application/mxf",
+  ".exr": "image/x-exr",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".wav": "audio/wav",
+};
+
+function contentTypeFor(path: string): string {
+  const dot = path.lastIndexOf(".");
+  return (dot >= 0 ? CONTENT_TYPES[path.slice(dot).toLowerCase()] : undefined) ?? "application/octet-stream";
+}
+
+/** Every regular file under `dir`, as paths relative to it with `/` separators, sorted. */
+async function walk(dir: string): Promise<Array<{ rel: string; size: number }>> {
+  const files: Array<{ rel: string; size: number }> = [];
+  async function visit(d: string): Promise<void> {
+    const entries = await readdir(d, { withFileTypes: true });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await visit(p);
+      else if (e.isFile()) files.push({ rel: relative(dir, p).split(sep).join("/"), size: (await stat(p)).size });
+    }
+  }
+  await visit(dir);
+  return files;
+}
+
+/** Files below this size are uploaded in batches (see `putObjects`). */
+const BATCH_FILE_LIMIT = 8 * 1024 * 1024;
+const BATCH_FILES = 1000;
+const BATCH_BYTES = 64 * 1024 * 1024;
+
+/** Groups files into batches of at most BATCH_FILES files and about BATCH_BYTES bytes. */
+function* batches<T extends { size: number }>(files: readonly T[]): Generator<T[]> {
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (batch.length > 0 && (batch.length >= BATCH_FILES || bytes + f.size > BATCH_BYTES)) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(f);
+    bytes += f.size;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/** Runs `fn` over `items` with at most `jobs` at once; the first failure stops new work and is thrown. */
+async function parallel<T>(items: readonly T[], jobs: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: unknown;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker));
+  if (failure !== undefined) throw failure;
+}
+
+/** Writes the stream to `path` through a temporary file renamed into place only on success. */
+async function writeAtomically(path: string, body: AsyncIterable<Buffer>, progress?: Progress): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${basename(path)}.stowage-${randomBytes(4).toString("hex")}`);
+  try {
+    const counted = async function* (): AsyncGenerator<Buffer> {
+      for await (const b of body) {
+        progress?.add(b.length);
+        yield b;
+      }
+    };
+    await pipeline(Readable.from(counted()), createWriteStream(tmp));
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+async function* counting(path: string, progress: Progress): AsyncGenerator<Buffer> {
+  for await (const b of createReadStream(path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+    progress.add(b.length);
+    yield b;
+  }
+}
+
+function versionJson(v: VersionHeader): Record<string, unknown> {
+  return {
+    key: v.key,
+    size: v.size,
+    etag: v.etag,
+    lastModified: new Date(v.lastModified).toISOString(),
+    contentType: v.contentType,
+    versionId: v.versionId,
+    ...(v.deleteMarker ? { deleteMarker: true } : {}),
+    ...(Object.keys(v.userMetadata).length > 0 ? { userMetadata: v.userMetadata } : {}),
+  };
+}
+
+async function listAll(store: ObjectStore, bucket: string, prefix: string, delimiter: string): Promise<{ objects: VersionHeader[]; prefixes: string[] }> {
+  const objects: VersionHeader[] = [];
+  const prefixes: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await store.listObjects(bucket, { prefix, delimiter, ...(token === undefined ? {} : { continuationToken: token }) });
+    objects.push(...page.objects);
+    prefixes.push(...page.commonPrefixes);
+    token = page.isTruncated ? page.nextContinuationToken : undefined;
+  } while (token !== undefined);
+  return { objects, prefixes };
+}
+
+function statsText(s: StoreStats): string {
+  const rows: Array<[string, string]> = [
+    ["logical bytes", `${formatBytes(s.logicalBytes)} (${s.logicalBytes})`],
+    ["stored bytes", `${formatBytes(s.storedBytes)} (${s.storedBytes})`],
+    ["dedup ratio", s.dedupRatio.toFixed(2)],
+    ["compression ratio", s.compressionRatio.toFixed(2)],
+    ["buckets", String(s.buckets)],
+    ["objects", `${s.objects} (${s.versions} versions)`],
+    ["chunks", `${s.chunks} (${s.unreferencedChunks} unreferenced)`],
+    ["packs", `${s.packs}, mean ${formatBytes(s.meanPackSize)}${s.retiredPacks > 0 ? ` (+${s.retiredPacks} retired)` : ""}`],
+    ["bucket PUTs", `${s.backendPuts} (plain one-object-per-key upload: ${s.plainPuts})`],
+    ["monthly cost", `$${s.monthlyCost.toFixed(4)} (plain: $${s.plainMonthlyCost.toFixed(4)})`],
+  ];
+  return rows.map(([k, v]) => `${k.padEnd(19)}${v}`).join("\n");
+}
+
+export function registerRepositoryCommands(program: Command): void {
+  program
+    .command("init")
+    .description("create a repository in the data directory (key sealed with STOWAGE_PASSPHRASE, or STOWAGE_MASTER_KEY)")
+    .option("--data <dir>", "data directory (default: $STOWAGE_DATA, else ./stowage-data)")
+    .option("--pack-size <bytes>", "target pack size in bytes (default 16 MiB)")
+    .option("--chunk-min <bytes>", "smallest chunk (default 256 KiB)")
+    .option("--chunk-avg <bytes>", "average chunk, a power of two (default 1 MiB)")
+    .option("--chunk-max <bytes>", "largest chunk (default 4 MiB)")
+    .option("--kdf-cost <log2N>", "scrypt cost of the key file, log2 of N (default 16)")
+    .option("--json", "print the configuration as JSON")
+    .action(async (opts: DataOpt & { packSize?: string; chunkMin?: string; chunkAvg?: string; chunkMax?: string; kdfCost?: string; json?: boolean }) => {
+      const dir = dataDir(opts.data);
+      const keys = keysFromEnvironment();
+      const pass = await passphrase({ confirm: true });
+      if (pass === undefined && keys === undefined) {
+        throw new StowageError("STOWAGE_NO_KEY", "init needs STOWAGE_PASSPHRASE (or a terminal to prompt on) or STOWAGE_MASTER_KEY");
+      }
+      const chunker: { minSize?: number; avgSize?: number; maxSize?: number } = {};
+      if (opts.chunkMin !== undefined) chunker.minSize = intOption(opts.chunkMin, "--chunk-min", 64);
+      if (opts.chunkAvg !== undefined) chunker.avgSize = intOption(opts.chunkAvg, "--chunk-avg", 64);
+      if (opts.chunkMax !== undefined) chunker.maxSize = intOption(opts.chunkMax, "--chunk-max", 64);
+      const config = await initRepository(dir, {
+        ...(pass === undefined ? {} : { passphrase: pass }),
+        ...(keys === undefined ? {} : { keys }),
+        chunker,
+        ...(opts.packSize === undefined ? {} : { packTargetSize: intOption(opts.packSize, "--pack-size", 4096) }),
+        ...(opts.kdfCost === undefined ? {} : { keyFile: { scrypt: { log2N: intOption(opts.kdfCost, "--kdf-cost", 1), r: 8, p: 1 } } }),
+      });
+      if (opts.json === true) json({ dir, ...config });
+      else out(`initialized Stowage repository ${config.repositoryId} in ${dir} (key id ${config.keyId})`);
+    });
+
+  program
+    .command("put")
+    .description("upload a file (or, recursively, a directory; or - for stdin) to BUCKET/KEY (or BUCKET/PREFIX/)")
+    .argument("<local>", "file, directory, or - for standard input")
+    .argument("<target>", "BUCKET/KEY, or BUCKET/PREFIX/ for a directory")
+    .option("--data <dir>", "data directory")
+    .option("--jobs <n>", "files uploaded at once", "8")
+    .option("--content-type <type>", "content type (default: from the file extension)")
+    .option("--commit-delay <ms>", "ms a committing upload waits for others to share its pack", "5")
+    .option("--json", "print what was stored as JSON")
+    .action(async (local: string, target: string, opts: DataOpt & { jobs: string; contentType?: string; commitDelay: string; json?: boolean }) => {
+      const { bucket, key } = parseBucketPath(target);
+      const jobs = intOption(opts.jobs, "--jobs", 1);
+      const results: Array<{ key: string; size: number; etag: string; versionId: string }> = [];
+      await withRepo(
+        opts.data,
+        async (repo) => {
+          const store = repo.store;
+          await store.ensureBucket(bucket);
+          if (local === "-") {
+            if (key === "" || key.endsWith("/")) throw new StowageError("STOWAGE_INVALID_NAME", "stdin needs a full BUCKET/KEY target");
+            const r = await store.putObject(bucket, key, process.stdin as AsyncIterable<Buffer>, { contentType: opts.contentType ?? contentTypeFor(key) });
+            results.push(r);
+            return;
+          }
+          const st = await stat(local);
+          let files: Array<{ path: string; key: string; size: number }>;
+          if (st.isDirectory()) {
+            const prefix = key === "" || key.endsWith("/") ? key : key + "/";
+            files = (await walk(local)).map((f) => ({ path: join(local, f.rel), key: prefix + f.rel, size: f.size }));
+          } else {
+            const k = key === "" || key.endsWith("/") ? key + basename(local) : key;
+            files = [{ path: local, key: k, size: st.size }];
+          }
+          const total = files.reduce((n, f) => n + f.size, 0);
+          const progress = new Progress("put", total);
+          const options = (f: { path: string; size: number }): PutOptions => ({ contentType: opts.contentType ?? contentTypeFor(f.path), size: f.size });
+          // Small files go in batches: shared packs, one flush and one metadata commit per batch.
+          const small = files.filter((f) => f.size < BATCH_FILE_LIMIT);
+          const large = files.filter((f) => f.size >= BATCH_FILE_LIMIT);
+          for (const batch of batches(small)) {
+            const items = batch.map((f) => ({ key: f.key, source: () => counting(f.path, progress), options: options(f) }));
+            results.push(...(await store.putObjects(bucket, items, { concurrency: jobs })));
+          }
+          await parallel(large, jobs, async (f) => {
+            results.push(await store.putObject(bucket, f.key, counting(f.path, progress), options(f)));
+          });
+          progress.finish();
+        },
+        { commitDelayMs: intOption(opts.commitDelay, "--commit-delay") },
+      );
+      results.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      if (opts.json === true) json(results);
+      else {
+        const bytes = results.reduce((n, r) => n + r.size, 0);
+        out(`stored ${results.length} object${results.length === 1 ? "" : "s"}, ${formatBytes(bytes)} in ${bucket}`);
+      }
+    });
+
+  program
+    .command("get")
+    .description("download BUCKET/KEY to a file (- for stdout), or BUCKET/PREFIX/ into a directory")
+    .argument("<source>", "BUCKET/KEY or BUCKET/PREFIX/")
+    .argument("<local>", "file, - for standard output, or directory for a prefix")
+    .option("--data <dir>", "data directory")
+    .option("--version-id <id>", "a specific version")
+    .option("--range <start-end>", "only bytes start..end (inclusive)")
+    .option("--jobs <n>", "files downloaded at once", "4")
+    .action(async (source: string, local: string, opts: DataOpt & { versionId?: string; range?: string; jobs: string }) => {
+      const { bucket, key } = parseBucketPath(source);
+      await withRepo(opts.data, async (repo) => {
+        const store = repo.store;
+        if (key === "" || key.endsWith("/")) {
+          const { objects } = await listAll(store, bucket, key, "");
+          const total = objects.reduce((n, o) => n + o.size, 0);
+          const progress = new Progress("get", total);
+          await parallel(objects, intOption(opts.jobs, "--jobs", 1), async (o) => {
+            const rel = o.key.slice(key.length);
+            if (rel.split("/").some((s) => s === ".." || s === "." || s === "")) {
+              throw new StowageError("STOWAGE_INVALID_NAME", `key ${JSON.stringify(o.key)} cannot be written as a file under ${local}`);
+            }
+            const r = await store.getObject(bucket, o.key, { versionId: o.versionId });
+            await writeAtomically(join(local, ...rel.split("/")), r.body, progress);
+          });
+          progress.finish();
+          return;
+        }
+        let range: { start: number; end: number } | undefined;
+        if (opts.range !== undefined) {
+          const m = /^(\d+)-(\d+)$/.exec(opts.range);
+          if (m === null) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "--range must be START-END");
+          range = { start: Number(m[1]), end: Number(m[2]) };
+        }
+        const r = await store.getObject(bucket, key, { ...(opts.versionId === undefined ? {} : { versionId: opts.versionId }), ...(range === undefined ? {} : { range }) });
+        if (local === "-") {
+          await pipeline(Readable.from(r.body), process.stdout);
+          return;
+        }
+        let path = local;
+        if (local.endsWith("/") || local.endsWith(sep)) {
+          // A trailing separator names a directory, created if missing.
+          path = join(local, basename(key));
+        } else {
+          try {
+            if ((await stat(local)).isDirectory()) path = join(local, basename(key));
+          } catch {
+            // a new file
+          }
+        }
+        const progress = new Progress("get", r.span.end - r.span.start);
+        await writeAtomically(path, r.body, progress);
+        progress.finish();
+      });
+    });
+
+  program
+    .command("ls")
+    .description("list buckets, or the objects of BUCKET[/PREFIX]")
+    .argument("[path]", "BUCKET or BUCKET/PREFIX")
+    .option("--data <dir>", "data directory")
+    .option("-r, --recursive", "list every key under the prefix (no grouping by /)")
+    .option("--versions", "list every version and delete marker")
+    .option("--json", "print JSON")
+    .action(async (path: string | undefined, opts: DataOpt & { recursive?: boolean; versions?: boolean; json?: boolean }) => {
+      await withRepo(opts.data, async (repo) => {
+        const store = repo.store;
+        if (path === undefined || path === "") {
+          const buckets = await store.listBuckets();
+          if (opts.json === true) json(buckets.map((b) => ({ name: b.name, created: new Date(b.created).toISOString(), versioning: b.versioning })));
+          else for (const b of buckets) out(`${new Date(b.created).toISOString()}  ${b.name}`);
+          return;
+        }
+        const { bucket, key: prefix } = parseBucketPath(path);
+        if (opts.versions === true) {
+          const all: VersionHeader[] = [];
+          let keyMarker: string | undefined;
+          let versionIdMarker: string | undefined;
+          do {
+            const page = await store.listObjectVersions(bucket, { prefix, ...(keyMarker === undefined ? {} : { keyMarker }), ...(versionIdMarker === undefined ? {} : { versionIdMarker }) });
+            all.push(...page.versions);
+            keyMarker = page.isTruncated ? page.nextKeyMarker : undefined;
+            versionIdMarker = page.nextVersionIdMarker;
+          } while (keyMarker !== undefined);
+          if (opts.json === true) json(all.map(versionJson));
+          else for (const v of all) out(`${new Date(v.lastModified).toISOString()}  ${String(v.size).padStart(12)}  ${v.versionId.padEnd(28)}  ${v.deleteMarker ? "(delete marker) " : ""}${v.key}`);
+          return;
+        }
+        const { objects, prefixes } = await listAll(store, bucket, prefix, opts.recursive === true ? "" : "/");
+        if (opts.json === true) {
+          json(opts.recursive === true ? objects.map(versionJson) : { objects: objects.map(versionJson), prefixes });
+          return;
+        }
+        for (const p of prefixes) out(`${"".padEnd(24)}  ${"PRE".padStart(12)}  ${p}`);
+        for (const o of objects) out(`${new Date(o.lastModified).toISOString()}  ${String(o.size).padStart(12)}  ${o.key}`);
+      });
+    });
+
+  program
+    .command("rm")
+    .description("delete BUCKET/KEY (or, with --recursive, everything under BUCKET/PREFIX/)")
+    .argument("<path>", "BUCKET/KEY")
+    .option("--data <dir>", "data directory")
+    .option("-r, --recursive", "delete every object under the prefix")
+    .option("--version-id <id>", "delete this version for good (versioned buckets)")
+    .action(async (path: string, opts: DataOpt & { recursive?: boolean; versionId?: string }) => {
+      const { bucket, key } = parseBucketPath(path);
+      await withRepo(opts.data, async (repo) => {
+        const store = repo.store;
+        if (opts.recursive === true) {
+          const { objects } = await listAll(store, bucket, key, "");
+          for (const o of objects) await store.deleteObject(bucket, o.key);
+          out(`deleted ${objects.length} object${objects.length === 1 ? "" : "s"}`);
+          return;
+        }
+        if (key === "") throw new StowageError("STOWAGE_INVALID_NAME", "rm needs BUCKET/KEY (or --recursive)");
+        if (opts.versionId === undefined) await store.headObject(bucket, key);
+        const r = await store.deleteObject(bucket, key, opts.versionId === undefined ? {} : { versionId: opts.versionId });
+        out(r.deleteMarker ? `delete marker ${r.versionId ?? ""} placed on ${bucket}/${key}` : `deleted ${bucket}/${key}`);
+      });
+    });
+
+  program
+    .command("cp")
+    .description("copy BUCKET/KEY to BUCKET/KEY without reading or writing data")
+    .argument("<source>", "BUCKET/KEY")
+    .argument("<target>", "BUCKET/KEY")
+    .option("--data <dir>", "data directory")
+    .option("--version-id <id>", "copy this version of the source")
+    .action(async (source: string, target: string, opts: DataOpt & { versionId?: string }) => {
+      const s = parseBucketPath(source);
+      const t = parseBucketPath(target);
+      await withRepo(opts.data, async (repo) => {
+        await repo.store.ensureBucket(t.bucket);
+        const r = await repo.store.copyObject(s.bucket, s.key, t.bucket, t.key, opts.versionId === undefined ? {} : { sourceVersionId: opts.versionId });
+        out(`copied ${s.bucket}/${s.key} to ${t.bucket}/${t.key} (${formatBytes(r.size)}, no data copied)`);
+      });
+    });
+
+  program
+    .command("snapshot")
+    .description("present the current objects of BUCKET[/PREFIX/] at another BUCKET[/PREFIX/], at no storage cost")
+    .argument("<source>", "BUCKET or BUCKET/PREFIX/")
+    .argument("<target>", "BUCKET or BUCKET/PREFIX/")
+    .option("--data <dir>", "data directory")
+    .option("--json", "print the result as JSON")
+    .action(async (source: string, target: string, opts: DataOpt & { json?: boolean }) => {
+      const s = parseBucketPath(source);
+      const t = parseBucketPath(target);
+      await withRepo(opts.data, async (repo) => {
+        const r = await repo.store.snapshot(s.bucket, s.key, t.bucket, t.key);
+        if (opts.json === true) json(r);
+        else out(`snapshot: ${r.objects} objects (${formatBytes(r.bytes)}) now also at ${target}`);
+      });
+    });
+
+  program
+    .command("versioning")
+    .description("turn versioning of a bucket on or off (creating the bucket if needed)")
+    .argument("<bucket>", "bucket")
+    .argument("<state>", "on | off")
+    .option("--data <dir>", "data directory")
+    .action(async (bucket: string, state: string, opts: DataOpt) => {
+      if (state !== "on" && state !== "off") throw new StowageError("STOWAGE_INVALID_ARGUMENT", "state must be on or off");
+      await withRepo(opts.data, async (repo) => {
+        await repo.store.ensureBucket(bucket);
+        const b = await repo.store.setVersioning(bucket, state === "on" ? "enabled" : "suspended");
+        out(`${bucket}: versioning ${b.versioning}`);
+      });
+    });
+
+  program
+    .command("gc")
+    .description("reclaim unreferenced chunks, recycle mostly-dead packs and merge small ones")
+    .option("--data <dir>", "data directory")
+    .option("--dry-run", "report what would be reclaimed; change nothing")
+    .option("--grace <seconds>", "keep retired packs this long for readers in flight", "900")
+    .option("--min-live <fraction>", "recycle packs whose live fraction is below this", "0.5")
+    .option("--json", "print the report as JSON")
+    .action(async (opts: DataOpt & { dryRun?: boolean; grace: string; minLive: string; json?: boolean }) => {
+      const minLive = Number(opts.minLive);
+      await withRepo(opts.data, async (repo) => {
+        const r = await collectGarbage(repo.store, { dryRun: opts.dryRun === true, graceMs: intOption(opts.grace, "--grace") * 1000, minLiveFraction: minLive });
+        if (opts.json === true) {
+          json(r);
+          return;
+        }
+        const verb = r.dryRun ? "would recycle" : "recycled";
+        out(`${r.deadChunks} unreferenced chunks (${formatBytes(r.deadBytes)}) in ${r.packsScanned} packs`);
+        out(`${verb} ${r.packsRecycled} packs: ${formatBytes(r.bytesReclaimable)} reclaimable, ${r.chunksRewritten} live chunks rewritten into ${r.newPacks} packs`);
+        out(`${r.dryRun ? "would delete" : "deleted"} ${r.packsDeleted} retired packs${r.orphanBlobsDeleted > 0 ? ` and ${r.orphanBlobsDeleted} orphan blobs` : ""}; bytes reclaimed now: ${formatBytes(Math.max(0, r.bytesReclaimed))}`);
+        for (const p of r.unreadablePacks) out(`unreadable pack left alone: ${p} (run stowage fsck --read-data)`);
+      });
+    });
+
+  program
+    .command("fsck")
+    .description("check metadata against the packs; --read-data authenticates every chunk")
+    .option("--data <dir>", "data directory")
+    .option("--read-data", "read and authenticate every chunk")
+    .option("--json", "print the report as JSON")
+    .action(async (opts: DataOpt & { readData?: boolean; json?: boolean }) => {
+      await withRepo(opts.data, async (repo) => {
+        let progress: Progress | undefined;
+        const r = await fsck(repo.store, {
+          readData: opts.readData === true,
+          progress: (done, total) => {
+            progress ??= new Progress("fsck", total, "items");
+            progress.set(done);
+          },
+        });
+        progress?.finish();
+        if (opts.json === true) json(r);
+        else {
+          for (const p of r.problems) {
+            out(`error: ${p.kind}: ${p.message}`);
+            for (const a of p.affects) out(`  affects ${a}`);
+          }
+          for (const w of r.warnings) out(`warning: ${w}`);
+          out(`${r.ok ? "ok" : `${r.problems.length} problems`}: ${r.manifests} manifests, ${r.chunks} chunks, ${r.packs} packs${opts.readData === true ? `, ${r.chunksRead} chunks read (${formatBytes(r.bytesRead)})` : ""}`);
+        }
+        if (!r.ok) process.exitCode = 1;
+      });
+    });
+
+  program
+    .command("rebuild-index")
+    .description("recreate the chunk index and pack records from the packs alone")
+    .option("--data <dir>", "data directory")
+    .option("--json", "print the report as JSON")
+    .action(async (opts: DataOpt & { json?: boolean }) => {
+      await withRepo(opts.data, async (repo) => {
+        let progress: Progress | undefined;
+        const r = await rebuildIndex(repo.store, {
+          progress: (done, total) => {
+            progress ??= new Progress("packs", total, "items");
+            progress.set(done);
+          },
+        });
+        progress?.finish();
+        if (opts.json === true) json(r);
+        else {
+          out(`read ${r.packsRead} packs, indexed ${r.chunksIndexed} chunks (${r.duplicateChunks} duplicates)`);
+          for (const u of r.packsUnreadable) out(`unreadable: ${u.blobKey}: ${u.error}`);
+          if (r.missingChunks > 0) {
+            out(`${r.missingChunks} referenced chunks are in no pack; affected:`);
+            for (const a of r.affected) out(`  ${a}`);
+          }
+        }
+        if (r.missingChunks > 0 || r.packsUnreadable.length > 0) process.exitCode = 1;
+      });
+    });
+
+  program
+    .command("stats")
+    .description("what is stored and what it saved: bytes, requests, dollars")
+    .option("--data <dir>", "data directory")
+    .option("--price-storage <usd>", "USD per GiB-month", String(S3_STANDARD_PRICES.storagePerGiBMonth))
+    .option("--price-put <usd>", "USD per 1,000 PUT requests", String(S3_STANDARD_PRICES.putPer1000))
+    .option("--json", "print one JSON object")
+    .action(async (opts: DataOpt & { priceStorage: string; pricePut: string; json?: boolean }) => {
+      const prices = { ...S3_STANDARD_PRICES, storagePerGiBMonth: Number(opts.priceStorage), putPer1000: Number(opts.pricePut) };
+      if (!(prices.storagePerGiBMonth >= 0) || !(prices.putPer1000 >= 0)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "prices must be non-negative numbers");
+      await withRepo(opts.data, async (repo) => {
+        const s = await computeStats(repo.meta, prices);
+        if (opts.json === true) json(s);
+        else out(statsText(s));
+      });
+    });
+}

@@ -1,0 +1,86 @@
+/** Starts a real S3 endpoint (S3Server over HTTP on 127.0.0.1) on a fresh repository, for tests. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { S3Client } from "@aws-sdk/client-s3";
+import { RepositoryKeys } from "../../src/codec/keys.js";
+import { initRepository, openRepository, type Repository } from "../../src/store/repository.js";
+import { S3Server } from "../../src/server/s3/server.js";
+import { KeyRing } from "../../src/server/credentials.js";
+
+export const ACCESS_KEY = "STWTESTACCESSKEY";
+export const SECRET_KEY = "test-secret-key-0123456789";
+
+export interface Endpoint {
+  url: string;
+  port: number;
+  repo: Repository;
+  server: S3Server;
+  dir: string;
+  client(options?: { forcePathStyle?: boolean; requestChecksumCalculation?: "WHEN_SUPPORTED" | "WHEN_REQUIRED"; secret?: string }): S3Client;
+  stop(): Promise<void>;
+}
+
+export async function startEndpoint(options: { minPartSize?: number; now?: () => number } = {}): Promise<Endpoint> {
+  const dir = mkdtempSync(join(tmpdir(), "stowage-s3-"));
+  const keys = RepositoryKeys.generate();
+  await initRepository(dir, { keys, chunker: { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024 }, packTargetSize: 1024 * 1024 });
+  const repo = await openRepository(dir, { keys, ...(options.minPartSize === undefined ? {} : { minPartSize: options.minPartSize }) });
+  const server = new S3Server({
+    store: repo.store,
+    credentials: new KeyRing([{ accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY, created: "" }]),
+    logger: pino({ level: process.env.STOWAGE_TEST_LOG ?? "silent" }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  const addr = await server.listen(0, "127.0.0.1");
+  const url = `http://127.0.0.1:${addr.port}`;
+  const clients: S3Client[] = [];
+  return {
+    url,
+    port: addr.port,
+    repo,
+    server,
+    dir,
+    client(o = {}) {
+      const c = new S3Client({
+        endpoint: url,
+        region: "us-east-1",
+        forcePathStyle: o.forcePathStyle ?? true,
+        credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: o.secret ?? SECRET_KEY },
+        requestChecksumCalculation: o.requestChecksumCalculation ?? "WHEN_SUPPORTED",
+        maxAttempts: 1,
+      });
+      clients.push(c);
+      return c;
+    },
+    async stop() {
+      for (const c of clients) c.destroy();
+      await server.close(5000);
+      await repo.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** SHA-256 / HMAC-SHA256 for @smithy/signature-v4, from node:crypto. */
+export class Sha256 {
+  private readonly h: Hash | Hmac;
+  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
+    this.h = secret === undefined ? createHash("sha256") : createHmac("sha256", toBuffer(secret));
+  }
+  update(data: string | ArrayBuffer | ArrayBufferView): void {
+    this.h.update(toBuffer(data));
+  }
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(new Uint8Array(this.h.digest()));
+  }
+  reset(): void {}
+}
+
+function toBuffer(d: string | ArrayBuffer | ArrayBufferView): Buffer {
+  if (typeof d === "string") return Buffer.from(d, "utf8");
+  if (ArrayBuffer.isView(d)) return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+  return Buffer.from(d);
+}
