@@ -9,10 +9,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { createHash, createHmac, randomBytes, type Hash, type Hmac } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { SignatureV4 } from "@smithy/signature-v4";
+import { Sha256 } from "./sha256.js";
 import { PutObjectCommand, S3Client, type ChecksumAlgorithm as SdkChecksumAlgorithm } from "@aws-sdk/client-s3";
 import { S3Error } from "../../src/server/s3/errors.js";
 import { chunkSignature, decodeAwsChunked, type ChunkedOptions, type ChunkedResult } from "../../src/server/s3/chunked.js";
@@ -238,25 +239,6 @@ describe("AWS's signed streaming example", () => {
 // @smithy/signature-v4 and verified by verifySigV4; chunk and trailer signatures computed by the
 // SDK's signer over string-to-signs built from the spec.
 
-class Sha256 {
-  private readonly h: Hash | Hmac;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.h = secret === undefined ? createHash("sha256") : createHmac("sha256", toBuffer(secret));
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.h.update(toBuffer(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.h.digest()));
-  }
-  reset(): void {}
-}
-
-function toBuffer(d: string | ArrayBuffer | ArrayBufferView): Buffer {
-  if (typeof d === "string") return Buffer.from(d, "utf8");
-  if (ArrayBuffer.isView(d)) return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-  return Buffer.from(d);
-}
 
 describe("signed streaming with trailers (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER)", () => {
   const SECRET = "trailer-secret";

@@ -1,6 +1,5 @@
 /** Starts a real S3 endpoint (S3Server over HTTP on 127.0.0.1) on a fresh repository, for tests. */
 import { mkdtempSync, rmSync } from "node:fs";
-import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -9,6 +8,8 @@ import { RepositoryKeys } from "../../src/codec/keys.js";
 import { initRepository, openRepository, type Repository } from "../../src/store/repository.js";
 import { S3Server } from "../../src/server/s3/server.js";
 import { KeyRing } from "../../src/server/credentials.js";
+
+export { Sha256 } from "./sha256.js";
 
 export const ACCESS_KEY = "STWTESTACCESSKEY";
 export const SECRET_KEY = "test-secret-key-0123456789";
@@ -64,23 +65,3 @@ export async function startEndpoint(options: { minPartSize?: number; now?: () =>
   };
 }
 
-/** SHA-256 / HMAC-SHA256 for @smithy/signature-v4, from node:crypto. */
-export class Sha256 {
-  private readonly h: Hash | Hmac;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.h = secret === undefined ? createHash("sha256") : createHmac("sha256", toBuffer(secret));
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.h.update(toBuffer(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.h.digest()));
-  }
-  reset(): void {}
-}
-
-function toBuffer(d: string | ArrayBuffer | ArrayBufferView): Buffer {
-  if (typeof d === "string") return Buffer.from(d, "utf8");
-  if (ArrayBuffer.isView(d)) return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-  return Buffer.from(d);
-}

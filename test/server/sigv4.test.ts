@@ -9,10 +9,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { SignatureV4 } from "@smithy/signature-v4";
+import { Sha256 } from "./sha256.js";
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -40,26 +41,6 @@ const SECRET = "s3cr3t/Key+With=Odd&Chars";
 const REGION = "us-east-1";
 const CREDS: Credentials = { secretFor: (id) => (id === AKID ? SECRET : undefined) };
 
-/** SHA-256 / HMAC-SHA256 for @smithy/signature-v4, from node:crypto. */
-class Sha256 {
-  private readonly h: Hash | Hmac;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.h = secret === undefined ? createHash("sha256") : createHmac("sha256", toBuffer(secret));
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.h.update(toBuffer(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.h.digest()));
-  }
-  reset(): void {}
-}
-
-function toBuffer(d: string | ArrayBuffer | ArrayBufferView): Buffer {
-  if (typeof d === "string") return Buffer.from(d, "utf8");
-  if (ArrayBuffer.isView(d)) return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-  return Buffer.from(d);
-}
 
 function signer(secret = SECRET, accessKeyId = AKID, region = REGION): SignatureV4 {
   return new SignatureV4({ service: "s3", region, credentials: { accessKeyId, secretAccessKey: secret }, sha256: Sha256, uriEscapePath: false });
