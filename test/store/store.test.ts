@@ -414,3 +414,31 @@ test("concurrent small puts share packs (group commit)", async () => {
     await t.close();
   }
 });
+
+test("a 24 MB object with the default (1 MiB) chunker round-trips whole and in random ranges, streamed", async () => {
+  const t = await makeStore({ chunker: { minSize: 256 * 1024, avgSize: 1024 * 1024, maxSize: 4 * 1024 * 1024 }, packTargetSize: 16 * 1024 * 1024, cacheBytes: 4 * 1024 * 1024 });
+  try {
+    const { store } = t;
+    await store.createBucket("big");
+    const data = bytes(24 * 1024 * 1024, 99);
+    const r = await store.putObject("big", "clip.mov", pieces(data, 1024 * 1024 + 7), { size: data.length });
+    assert.equal(r.etag, md5(data));
+    assert.ok((await readAll(store, "big", "clip.mov")).equals(data));
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let i = 0; i < 12; i++) {
+      const start = rand(data.length);
+      const end = Math.min(data.length - 1, start + rand(6 * 1024 * 1024));
+      const got = await store.getObject("big", "clip.mov", { range: { start, end } });
+      assert.ok((await collect(got.body)).equals(data.subarray(start, end + 1)), `range ${start}-${end}`);
+    }
+    const s = await computeStats(t.meta);
+    assert.ok(s.chunks >= 6 && s.chunks <= 96, `${s.chunks} chunks for 24 MiB at 1 MiB average`);
+    await assertClean(store);
+  } finally {
+    await t.close();
+  }
+});
