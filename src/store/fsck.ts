@@ -7,7 +7,7 @@
 import { ChunkIdHasher } from "../codec/chunk-id.js";
 import { isStowageError } from "../errors.js";
 import { readPackIndex, PACK_PREFIX } from "../pack/format.js";
-import type { ChunkLocation } from "../pack/reader.js";
+import { PackReader, type ChunkLocation } from "../pack/reader.js";
 import type { ChunkRecord, PackRecord } from "../meta/types.js";
 import type { ObjectStore } from "./store.js";
 
@@ -166,24 +166,46 @@ export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promi
   let bytesRead = 0;
   if (options.readData === true) {
     const hasher = new ChunkIdHasher(keys);
+    // A reader of its own with no cache: every byte checked comes from the bucket now.
+    const reader = new PackReader(backend, keys, { cacheBytes: 0 });
     const total = readable.reduce((n, p) => n + (byPack.get(p.id)?.length ?? 0), 0);
     for (const p of readable) {
       const members = (byPack.get(p.id) ?? []).sort((a, b) => a[1].offset - b[1].offset);
-      for (const [id, c] of members) {
-        const hex = id.toString("hex");
-        const loc: ChunkLocation = { chunkId: id, packId: p.id, blobKey: p.blobKey, offset: c.offset, storedLength: c.storedLength, rawLength: c.rawLength, method: c.method };
-        try {
-          const plain = await store.reader.readOne(loc);
-          if (!Buffer.from(hasher.id(plain)).equals(id)) {
-            note({ kind: "damaged-chunk", message: `chunk ${hex} in pack ${p.id}: content does not hash to its id`, pack: p.id, chunk: hex, affects: [] }, hex);
-          }
-        } catch (err) {
-          if (!isStowageError(err)) throw err;
-          note({ kind: "damaged-chunk", message: `chunk ${hex} in pack ${p.id} at offset ${c.offset}: ${err.message}`, pack: p.id, chunk: hex, affects: [] }, hex);
+      const locs: ChunkLocation[] = members.map(([id, c]) => ({ chunkId: id, packId: p.id, blobKey: p.blobKey, offset: c.offset, storedLength: c.storedLength, rawLength: c.rawLength, method: c.method }));
+      const check = (i: number, plain: Buffer): void => {
+        const [id] = members[i]!;
+        if (!Buffer.from(hasher.id(plain)).equals(id)) {
+          const hex = id.toString("hex");
+          note({ kind: "damaged-chunk", message: `chunk ${hex} in pack ${p.id}: content does not hash to its id`, pack: p.id, chunk: hex, affects: [] }, hex);
         }
+      };
+      const done = (i: number): void => {
         chunksRead++;
-        bytesRead += c.storedLength;
+        bytesRead += members[i]![1].storedLength;
         options.progress?.(chunksRead, total);
+      };
+      // Adjacent records are fetched together; after a failure, the rest one by one, so that each
+      // damaged record is named and the intact ones are still checked.
+      let i = 0;
+      try {
+        for await (const plain of reader.read(locs)) {
+          check(i, plain);
+          done(i);
+          i++;
+        }
+      } catch (err) {
+        if (!isStowageError(err)) throw err;
+        for (; i < members.length; i++) {
+          const [id, c] = members[i]!;
+          const hex = id.toString("hex");
+          try {
+            check(i, await reader.readOne(locs[i]!));
+          } catch (e) {
+            if (!isStowageError(e)) throw e;
+            note({ kind: "damaged-chunk", message: `chunk ${hex} in pack ${p.id} at offset ${c.offset}: ${e.message}`, pack: p.id, chunk: hex, affects: [] }, hex);
+          }
+          done(i);
+        }
       }
     }
   }
