@@ -442,3 +442,28 @@ test("a 24 MB object with the default (1 MiB) chunker round-trips whole and in r
     await t.close();
   }
 });
+
+test("fsck --read-data reads from the bucket, not the chunk cache: damage after a cached read is found", async () => {
+  const backend = new MemoryBackend();
+  const t = await makeStore({ backend });
+  try {
+    const { store } = t;
+    await store.createBucket("bkt");
+    const data = bytes(50_000, 4);
+    await store.putObject("bkt", "k", [data]);
+    assert.ok((await readAll(store, "bkt", "k")).equals(data)); // now cached
+    let flipped = false;
+    for await (const blob of backend.list("packs/")) {
+      const raw = backend.rawForTesting(blob.key)!;
+      raw[10] = raw[10]! ^ 0x40;
+      flipped = true;
+    }
+    assert.ok(flipped);
+    const { fsck } = await import("../../src/store/fsck.js");
+    const report = await fsck(store, { readData: true });
+    assert.equal(report.ok, false);
+    assert.ok(report.problems.some((p) => p.kind === "damaged-chunk" && p.affects.some((a) => a.startsWith("bkt/k"))), JSON.stringify(report.problems));
+  } finally {
+    await t.close();
+  }
+});
