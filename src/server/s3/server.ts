@@ -124,7 +124,8 @@ export class S3Server {
     this.#server.setTimeout(options.idleTimeoutMs ?? 120_000);
     this.#server.on("clientError", (err, socket) => {
       options.logger.debug({ err: err.message }, "client error");
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      const status = (err as { code?: string }).code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       else socket.destroy();
     });
   }
