@@ -1,8 +1,10 @@
 /**
- * The encoder pool's worker: compresses (or decides not to) and seals one chunk record per message.
+ * The encoder pool's worker: compresses (or decides not to) and seals chunk records, and keeps the
+ * running MD5 of streams fed to it (messages of one stream arrive, and are handled, in order).
  * It holds only the data-encryption subkey, passed in `workerData`.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { createHash, type Hash } from "node:crypto";
 import { AeadCipher } from "../codec/aead.js";
 import { compressChunk } from "../codec/compress.js";
 import { recordAad, RECORD_KIND_CHUNK } from "./format.js";
@@ -12,15 +14,43 @@ const data = workerData as EncoderWorkerData;
 const cipher = new AeadCipher(data.key);
 const port = parentPort!;
 
+const digests = new Map<number, Hash>();
+
 port.on("message", (req: EncodeRequest) => {
   try {
-    const plain = new Uint8Array(req.data);
-    const c = compressChunk(plain, data.level);
-    const sealed = cipher.seal(c.bytes, recordAad(RECORD_KIND_CHUNK, c.method, new Uint8Array(req.chunkId)));
-    const out = new Uint8Array(sealed.length);
-    out.set(sealed);
-    const reply: EncodeReply = { seq: req.seq, method: c.method, sealed: out.buffer };
-    port.postMessage(reply, [out.buffer]);
+    switch (req.type) {
+      case "encode": {
+        const plain = new Uint8Array(req.data);
+        const c = compressChunk(plain, data.level);
+        const sealed = cipher.seal(c.bytes, recordAad(RECORD_KIND_CHUNK, c.method, new Uint8Array(req.chunkId)));
+        const out = new Uint8Array(sealed.length);
+        out.set(sealed);
+        const reply: EncodeReply = { seq: req.seq, method: c.method, sealed: out.buffer };
+        port.postMessage(reply, [out.buffer]);
+        return;
+      }
+      case "md5": {
+        let h = digests.get(req.stream);
+        if (h === undefined) {
+          h = createHash("md5");
+          digests.set(req.stream, h);
+        }
+        h.update(new Uint8Array(req.data));
+        port.postMessage({ seq: req.seq, ok: true } satisfies EncodeReply);
+        return;
+      }
+      case "md5-final": {
+        const d = (digests.get(req.stream) ?? createHash("md5")).digest();
+        digests.delete(req.stream);
+        const out = new Uint8Array(d);
+        port.postMessage({ seq: req.seq, digest: out.buffer } satisfies EncodeReply, [out.buffer]);
+        return;
+      }
+      case "md5-abort":
+        digests.delete(req.stream);
+        port.postMessage({ seq: req.seq, ok: true } satisfies EncodeReply);
+        return;
+    }
   } catch (err) {
     const reply: EncodeReply = { seq: req.seq, error: (err as Error).message };
     port.postMessage(reply);

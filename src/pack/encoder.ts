@@ -9,6 +9,7 @@
  * sealed result is transferred back; callers bound their jobs in flight.
  */
 import { Worker } from "node:worker_threads";
+import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { StowageError } from "../errors.js";
 import { compressChunk, DEFAULT_LEVEL } from "../codec/compress.js";
@@ -20,13 +21,31 @@ export interface EncoderWorkerData {
   level: number;
 }
 
-export interface EncodeRequest {
-  seq: number;
-  chunkId: ArrayBuffer;
-  data: ArrayBuffer;
+/** Messages to a worker: encode a chunk, or feed / finish / drop one stream's MD5. */
+export type EncodeRequest =
+  | { type: "encode"; seq: number; chunkId: ArrayBuffer; data: ArrayBuffer }
+  | { type: "md5"; seq: number; stream: number; data: ArrayBuffer }
+  | { type: "md5-final"; seq: number; stream: number }
+  | { type: "md5-abort"; seq: number; stream: number };
+
+export type EncodeReply =
+  | { seq: number; method: number; sealed: ArrayBuffer }
+  | { seq: number; digest: ArrayBuffer }
+  | { seq: number; ok: true }
+  | { seq: number; error: string };
+
+/** An incremental MD5 computed off the caller's thread (the S3 ETag of a stream). */
+export interface DigestStream {
+  /** Feeds bytes (copied); waits only while too many bytes are queued for the worker. */
+  update(data: Uint8Array): Promise<void>;
+  /** The 16-byte MD5 of everything fed. */
+  digest(): Promise<Buffer>;
+  /** Drops the stream's state (after a failure). */
+  abort(): void;
 }
 
-export type EncodeReply = { seq: number; method: number; sealed: ArrayBuffer } | { seq: number; error: string };
+/** Bytes queued for MD5 in workers, across streams, before `update` waits. */
+const MAX_DIGEST_IN_FLIGHT = 16 * 1024 * 1024;
 
 export interface EncodedRecord {
   method: number;
@@ -50,7 +69,7 @@ export function defaultEncoderThreads(): number {
 }
 
 interface Job {
-  resolve: (r: EncodedRecord) => void;
+  resolve: (r: EncodeReply) => void;
   reject: (e: unknown) => void;
 }
 
@@ -67,6 +86,9 @@ export class RecordEncoder {
   #inFlightBytes = 0;
   readonly #waiting: Array<() => void> = [];
   #failure: Error | undefined;
+  #streams = 0;
+  #digestBytes = 0;
+  readonly #digestWaiting: Array<() => void> = [];
 
   constructor(keys: RepositoryKeys, options: EncoderOptions = {}) {
     this.#keys = keys;
@@ -121,16 +143,72 @@ export class RecordEncoder {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     let w = 0;
     for (let i = 1; i < this.#workers.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
-    const seq = this.#seq++;
-    const copy = data.slice();
+    const copy = new Uint8Array(data); // a copy (Buffer#slice would be a view, and the transfer would detach it)
     const id = Uint8Array.from(chunkId);
-    const req: EncodeRequest = { seq, chunkId: id.buffer, data: copy.buffer };
+    return this.#post(w, { type: "encode", seq: this.#seq++, chunkId: id.buffer, data: copy.buffer }, [copy.buffer, id.buffer]).then((reply) => {
+      if (!("sealed" in reply)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "encoder worker sent an unexpected reply");
+      return { method: reply.method, sealed: new Uint8Array(reply.sealed) };
+    });
+  }
+
+  #post(w: number, req: EncodeRequest, transfer: ArrayBuffer[] = []): Promise<EncodeReply> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
     this.#load[w]!++;
-    return new Promise<EncodedRecord>((resolve, reject) => {
-      this.#jobs.set(seq, { resolve, reject });
-      this.#workers[w]!.postMessage(req, [copy.buffer, id.buffer]);
+    return new Promise<EncodeReply>((resolve, reject) => {
+      this.#jobs.set(req.seq, { resolve, reject });
+      this.#workers[w]!.postMessage(req, transfer);
       if (this.#jobs.size === 1) for (const wk of this.#workers) wk.ref();
     });
+  }
+
+  /**
+   * An MD5 of a stream, computed in a worker when there is one (moving the one inherently
+   * sequential hash of the write path off the thread that chunks and hashes chunks), else inline.
+   */
+  openDigest(): DigestStream {
+    if (this.#workers.length === 0 || this.#closed) {
+      const h = createHash("md5");
+      return {
+        update: (d) => {
+          h.update(d);
+          return Promise.resolve();
+        },
+        digest: () => Promise.resolve(h.digest()),
+        abort: () => undefined,
+      };
+    }
+    // One worker per stream: its messages are handled in order.
+    const stream = this.#streams++;
+    const w = stream % this.#workers.length;
+    let failed: unknown;
+    return {
+      update: async (d) => {
+        if (failed !== undefined) throw failed;
+        while (this.#digestBytes > 0 && this.#digestBytes + d.length > MAX_DIGEST_IN_FLIGHT) {
+          await new Promise<void>((resolve) => this.#digestWaiting.push(resolve));
+        }
+        this.#digestBytes += d.length;
+        const copy = new Uint8Array(d); // a copy, never a view: it is transferred
+        this.#post(w, { type: "md5", seq: this.#seq++, stream, data: copy.buffer }, [copy.buffer])
+          .catch((err: unknown) => {
+            failed ??= err;
+          })
+          .finally(() => {
+            this.#digestBytes -= d.length;
+            this.#digestWaiting.shift()?.();
+          });
+      },
+      digest: async () => {
+        const reply = await this.#post(w, { type: "md5-final", seq: this.#seq++, stream });
+        if (failed !== undefined) throw failed;
+        if (!("digest" in reply)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "encoder worker sent an unexpected reply");
+        return Buffer.from(reply.digest);
+      },
+      abort: () => {
+        if (this.#closed || this.#failure !== undefined) return;
+        this.#post(w, { type: "md5-abort", seq: this.#seq++, stream }).catch(() => undefined);
+      },
+    };
   }
 
   #onReply(worker: number, reply: EncodeReply): void {
@@ -140,7 +218,7 @@ export class RecordEncoder {
     this.#jobs.delete(reply.seq);
     if (this.#jobs.size === 0) for (const wk of this.#workers) wk.unref();
     if ("error" in reply) job.reject(new StowageError("STOWAGE_INVALID_ARGUMENT", `encoding a chunk failed: ${reply.error}`));
-    else job.resolve({ method: reply.method, sealed: new Uint8Array(reply.sealed) });
+    else job.resolve(reply);
   }
 
   #fail(err: Error): void {

@@ -12,7 +12,7 @@ import { StowageError, isStowageError } from "../errors.js";
 import { Chunker, type ChunkerParams } from "../codec/chunker.js";
 import type { ChunkIdHasher } from "../codec/chunk-id.js";
 import type { Packer } from "../pack/writer.js";
-import type { RecordEncoder } from "../pack/encoder.js";
+import type { DigestStream, RecordEncoder } from "../pack/encoder.js";
 import type { ManifestEntry, MetaReader } from "../meta/types.js";
 
 export interface IngestContext {
@@ -27,6 +27,21 @@ export interface IngestContext {
 const MAX_ENCODING = 4;
 
 const ignore = (): void => undefined;
+
+/** Streams announced shorter than this hash their MD5 on this thread. */
+const INLINE_DIGEST_BELOW = 4 * 1024 * 1024;
+
+function inlineDigest(): DigestStream {
+  const h = createHash("md5");
+  return {
+    update: (d) => {
+      h.update(d);
+      return Promise.resolve();
+    },
+    digest: () => Promise.resolve(h.digest()),
+    abort: () => undefined,
+  };
+}
 
 export interface IngestResult {
   manifest: ManifestEntry[];
@@ -55,7 +70,8 @@ export interface IngestLimits {
 /** Reads `source` to the end, storing each chunk not already stored. */
 export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, limits: IngestLimits = {}): Promise<IngestResult> {
   const chunker = new Chunker(ctx.params);
-  const md5 = createHash("md5");
+  // The MD5 (ETag) runs in the encoder's worker for large streams; a small one is cheaper inline.
+  const md5 = limits.expectedSize !== undefined && limits.expectedSize < INLINE_DIGEST_BELOW ? inlineDigest() : ctx.encoder.openDigest();
   const manifest: ManifestEntry[] = [];
   const seen = new Set<string>();
   let size = 0;
@@ -109,19 +125,25 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
       if (limits.expectedSize !== undefined && size > limits.expectedSize) {
         throw new StowageError("STOWAGE_INVALID_ARGUMENT", `body is longer than the announced ${limits.expectedSize} bytes`);
       }
-      md5.update(buf);
+      await md5.update(buf);
       for (const c of chunker.push(buf)) await store(c.data);
     }
   } catch (err) {
     chunker.finish();
+    md5.abort();
     await chain.catch(ignore);
     if (isStowageError(err)) throw err;
     throw new StowageError("STOWAGE_INCOMPLETE_BODY", `the data stream failed after ${size} bytes: ${(err as Error).message}`, { cause: err });
   }
-  for (const c of chunker.finish()) await store(c.data);
-  await chain;
-  if (limits.expectedSize !== undefined && size !== limits.expectedSize) {
-    throw new StowageError("STOWAGE_INCOMPLETE_BODY", `body ended after ${size} of ${limits.expectedSize} announced bytes`);
+  try {
+    for (const c of chunker.finish()) await store(c.data);
+    await chain;
+    if (limits.expectedSize !== undefined && size !== limits.expectedSize) {
+      throw new StowageError("STOWAGE_INCOMPLETE_BODY", `body ended after ${size} of ${limits.expectedSize} announced bytes`);
+    }
+  } catch (err) {
+    md5.abort();
+    throw err;
   }
-  return { manifest, size, md5: md5.digest(), newChunks, newBytes, dependsOn: [...dependsOn] };
+  return { manifest, size, md5: await md5.digest(), newChunks, newBytes, dependsOn: [...dependsOn] };
 }
