@@ -44,6 +44,10 @@ test("stowage serve starts on a bare data directory, prints endpoint and credent
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     child.kill("SIGTERM");
     assert.equal(await exited, 0);
+    // The other commands open a repository serve created, with no key in the environment.
+    const stats = spawnSync(process.execPath, [BIN, "stats", "--json", "--data", dir], { env, encoding: "utf8" });
+    assert.equal(stats.status, 0, stats.stderr);
+    assert.equal((JSON.parse(stats.stdout) as { objects: number }).objects, 0);
   } finally {
     child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });

@@ -6,7 +6,7 @@
 import { resolve } from "node:path";
 import { StowageError } from "../errors.js";
 import { keysFromEnvironment } from "../codec/keys.js";
-import { openRepository, type Repository } from "../store/repository.js";
+import { openRepository, readConfig, readMasterKeyFile, type Repository } from "../store/repository.js";
 import type { ObjectStoreOptions } from "../store/store.js";
 
 export const DATA_ENV = "STOWAGE_DATA";
@@ -78,8 +78,10 @@ export async function openRepo(dataFlag: string | undefined, options: ObjectStor
   const keys = keysFromEnvironment();
   if (keys !== undefined) return openRepository(dir, { ...options, keys });
   // Report a missing repository before a missing key, and before prompting for a passphrase.
-  const { readConfig } = await import("../store/repository.js");
   await readConfig(dir);
+  // A repository `serve` created without a passphrase keeps its key in DATA/master.key.
+  const unsealed = await readMasterKeyFile(dir);
+  if (unsealed !== undefined && (process.env[PASSPHRASE_ENV] ?? "") === "") return openRepository(dir, { ...options, keys: unsealed });
   const pass = await passphrase();
   if (pass === undefined) {
     throw new StowageError("STOWAGE_NO_KEY", `the repository key is sealed: set ${PASSPHRASE_ENV} (or STOWAGE_MASTER_KEY), or run on a terminal to be prompted`);

@@ -303,8 +303,11 @@ export class Packer {
         this.#start(ready);
         continue;
       }
+      // Group commit: a pack closed early for a flush waits until no upload is in flight, so the
+      // writers that flush meanwhile all ride in it (one PUT for many small objects). Full packs
+      // are not held back; they use every upload slot.
       const open = this.#open;
-      if (open.flushDue && open.records.length > 0) {
+      if (open.flushDue && open.records.length > 0 && this.#uploading === 0) {
         this.#closeOpen();
         continue;
       }

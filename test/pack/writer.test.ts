@@ -306,7 +306,9 @@ test("pending() lasts until the commit resolved; a pending id is added once; com
       order.push(c.pack.id);
       if (order.length === 1) await commitGate.promise;
     },
-    { maxUploads: 2 },
+    // Packs this small are full at their first record: full packs upload at once (flushed, not
+    // full ones wait for the upload in flight), so the two uploads overlap.
+    { maxUploads: 2, targetSize: 150 },
   );
   const a = rawChunk(50);
   await packer.add(a);
@@ -334,6 +336,32 @@ test("pending() lasts until the commit resolved; a pending id is added once; com
   assert.equal(order[1], backend.puts[0]!.split("/").at(-1));
   assert.ok(!packer.pending(a.chunkId) && !packer.pending(b.chunkId));
   assert.equal(packer.stats().chunksPacked, 2, "the duplicate adds packed nothing");
+});
+
+test("group commit: flushes arriving while a flushed pack uploads all ride in the next single pack", async () => {
+  const keys = RepositoryKeys.generate();
+  const gates: Gate[] = [];
+  const backend = new HookedBackend(async (_key, n) => {
+    gates[n] = deferred();
+    await gates[n]!.promise;
+  });
+  const packer = new Packer(backend, keys, async () => undefined, { maxUploads: 2 });
+  await packer.add(rawChunk(10));
+  const first = packer.flush();
+  while (gates[0] === undefined) await sleep(1);
+  const later: Promise<void>[] = [];
+  for (let i = 0; i < 20; i++) {
+    await packer.add(rawChunk(20 + i));
+    later.push(packer.flush());
+  }
+  await sleep(10);
+  assert.equal(backend.puts.length, 1, "no second flushed pack starts while one is uploading");
+  gates[0]!.resolve();
+  await first;
+  while (gates[1] === undefined) await sleep(1);
+  gates[1]!.resolve();
+  await Promise.all(later);
+  assert.equal(backend.puts.length, 2, "the 20 later flushes shared one pack");
 });
 
 test("a failing commit rejects the flush and releases the chunks", async () => {
