@@ -49,7 +49,7 @@ export function registerServe(program: Command): void {
     .option("--region <region>", "region (default us-east-1)")
     .option("--domain <host...>", "host names for virtual-hosted-style requests (bucket.<domain>; default localhost)")
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (default info)")
-    .option("--commit-delay <ms>", "how long a write waits for others to share its pack (default 2)")
+    .option("--commit-delay <ms>", "how long a write waits for uploads still streaming to share its pack (default 200)")
     .option("--cache-bytes <n>", "decompressed chunk cache (default 64 MiB)")
     .action(async (opts: ServeFlags & { data?: string }) => {
       const config = await resolveServeConfig(opts);

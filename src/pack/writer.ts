@@ -40,6 +40,8 @@ import {
 
 export const DEFAULT_TARGET_PACK_SIZE = 16 * 1024 * 1024;
 export const DEFAULT_MAX_UPLOADS = 2;
+/** How long an overlap of writers counts as "concurrent traffic" for the commit delay. */
+const CONTENTION_MEMORY_MS = 1000;
 
 export interface PackerOptions {
   /** Close a pack once records + index + trailer reach this many bytes. Default 16 MiB, at most 1 GiB. */
@@ -98,6 +100,8 @@ interface Group {
   flushDue: boolean;
   /** Cancels the pending flush timer. */
   cancelTimer: (() => void) | undefined;
+  /** Makes a requested flush due now (the last streaming writer has ended). */
+  fireNow?: (() => void) | undefined;
   done: Promise<void>;
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -134,6 +138,8 @@ export class Packer {
   readonly #targetSize: number;
   readonly #maxUploads: number;
   readonly #commitDelayMs: number;
+  #activeWriters = 0;
+  #lastContention = 0;
 
   #open: Group = newGroup();
   /** A full pack waiting for an upload slot. */
@@ -261,16 +267,49 @@ export class Packer {
     return invalid("the packer is closed");
   }
 
+  /**
+   * Declares a writer streaming data into the packer; call the returned function when its stream
+   * has ended (before it flushes). A flush waits up to `commitDelayMs` for the pack to fill only
+   * while other writers are still streaming: a lone writer's flush goes at once, while under
+   * concurrency the writers about to flush share the pack.
+   */
+  beginWriter(): () => void {
+    this.#activeWriters++;
+    if (this.#activeWriters > 1) this.#lastContention = Date.now();
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#activeWriters--;
+      if (this.#activeWriters === 0 && !this.#contended()) this.#open.fireNow?.();
+    };
+  }
+
+  /**
+   * True when writers overlapped (two streaming at once, or a flush while an earlier pack was
+   * still uploading or committing) within the last second. Under a stream of concurrent requests
+   * there are instants with no writer streaming (the next requests are still queued), so the
+   * recent past, not the present count, says whether waiting will gather company.
+   */
+  #contended(): boolean {
+    return Date.now() - this.#lastContention < CONTENTION_MEMORY_MS;
+  }
+
   #requestFlush(g: Group): void {
     if (g.flushRequested) return;
     g.flushRequested = true;
+    // A flush while an earlier pack is still uploading or committing: writers are overlapping.
+    if (this.#unsettled.size > 0) this.#lastContention = Date.now();
     const fire = (): void => {
+      g.cancelTimer?.();
       g.cancelTimer = undefined;
+      g.fireNow = undefined;
       if (g !== this.#open) return;
       g.flushDue = true;
       this.#pump();
     };
-    if (this.#commitDelayMs === 0) {
+    g.fireNow = fire;
+    if (this.#commitDelayMs === 0 || (this.#activeWriters === 0 && !this.#contended())) {
       const t = setImmediate(fire);
       g.cancelTimer = () => clearImmediate(t);
     } else {

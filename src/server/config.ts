@@ -8,7 +8,7 @@
  * | region | `--region` | `STOWAGE_REGION` | `us-east-1` |
  * | domains (virtual-hosted style) | `--domain` (repeatable) | `STOWAGE_DOMAINS` (comma-separated) | `localhost` |
  * | log level | `--log-level` | `STOWAGE_LOG_LEVEL` | `info` |
- * | group-commit delay, ms | `--commit-delay` | `STOWAGE_COMMIT_DELAY_MS` | `2` |
+ * | group-commit delay, ms (only while other uploads are streaming) | `--commit-delay` | `STOWAGE_COMMIT_DELAY_MS` | `200` |
  * | chunk cache, bytes | `--cache-bytes` | `STOWAGE_CACHE_BYTES` | 64 MiB |
  */
 import { readFile } from "node:fs/promises";
@@ -30,7 +30,7 @@ export const SERVE_DEFAULTS: Readonly<ServeConfig> = Object.freeze({
   region: "us-east-1",
   domains: ["localhost"],
   logLevel: "info",
-  commitDelayMs: 2,
+  commitDelayMs: 200,
   cacheBytes: 64 * 1024 * 1024,
 });
 

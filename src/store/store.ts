@@ -47,7 +47,10 @@ export interface ObjectStoreOptions {
   packTargetSize?: number;
   /** Concurrent pack uploads. Default 2. */
   maxUploads?: number;
-  /** How long a committing writer lets the open pack fill with other writers' chunks. Default 0. */
+  /**
+   * How long a committing writer lets the open pack fill with the chunks of writers still
+   * streaming (only while there are some). Default 0.
+   */
   commitDelayMs?: number;
   /** Decompressed-chunk cache of the reader, bytes. Default 64 MiB. */
   cacheBytes?: number;
@@ -403,6 +406,15 @@ export class ObjectStore {
 
   /** Stores the stream's new chunks in packs (not yet durable) and checks its digest. */
   async #ingest(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
+    const ended = this.packer.beginWriter();
+    try {
+      return await this.#ingestStream(source, options);
+    } finally {
+      ended();
+    }
+  }
+
+  async #ingestStream(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
     const limits: { expectedSize?: number; maxSize: number } = { maxSize: options.maxSize };
     if (options.size !== undefined) limits.expectedSize = options.size;
     const result = await ingest(

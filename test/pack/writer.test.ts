@@ -175,14 +175,30 @@ test("commitDelayMs lets a later writer join the pack a flush is waiting on", as
   const backend = new HookedBackend();
   const { commits, onUploaded } = recorder();
   const packer = new Packer(backend, keys, onUploaded, { commitDelayMs: 40 });
+  const second = packer.beginWriter(); // a writer still streaming when the first flushes
   await packer.add(rawChunk(100));
   const f1 = packer.flush();
   await sleep(10);
   await packer.add(rawChunk(100));
+  second();
   const f2 = packer.flush();
   await Promise.all([f1, f2]);
   assert.equal(commits.length, 1);
   assert.equal(commits[0]!.chunks.length, 2);
+});
+
+test("commitDelayMs does not delay a lone writer's flush", async () => {
+  const keys = RepositoryKeys.generate();
+  const backend = new HookedBackend();
+  const { commits, onUploaded } = recorder();
+  const packer = new Packer(backend, keys, onUploaded, { commitDelayMs: 30_000 });
+  const ended = packer.beginWriter();
+  await packer.add(rawChunk(100));
+  ended();
+  const started = Date.now();
+  await packer.flush();
+  assert.ok(Date.now() - started < 5_000, "no writer was streaming: the flush went at once");
+  assert.equal(commits.length, 1);
 });
 
 test("targetSize: packs close as soon as they reach it and exceed it by less than one record", async () => {
