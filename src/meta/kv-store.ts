@@ -1037,20 +1037,27 @@ export class KvMetadataStore implements MetadataStore {
     return this.kv.cursor(snapshot === undefined ? { prefix } : { prefix, snapshot });
   }
 
+  /** A cursor over one bucket's rows of `family` under `options.prefix`, positioned after `options.after`. */
+  private listingCursor(family: number, bucket: string, options: ListOptions): KvCursor {
+    const base = bucketPrefix(family, bucket);
+    const prefix = options.prefix === undefined ? base : cat(base, nameBytes(options.prefix, "prefix"));
+    const c = this.cursor(prefix);
+    if (options.after !== undefined) c.seek(KvMetadataStore.afterKeyTarget(base, options.after));
+    else c.seekToFirst();
+    return c;
+  }
+
   /** Lower bound for `after`: the first row of any key strictly greater than `after`. */
   private static afterKeyTarget(base: Buffer, after: string): Buffer {
     return cat(base, nameBytes(after, "after"), 1);
   }
 
   async *listCurrent(bucket: string, options: ListOptions = {}): AsyncIterable<VersionHeader> {
-    const base = bucketPrefix(F_VERSION, bucket);
-    const prefix = options.prefix === undefined ? base : cat(base, nameBytes(options.prefix, "prefix"));
     const limit = options.limit ?? Infinity;
     if (limit <= 0) return;
-    const c = this.cursor(prefix);
+    const base = bucketPrefix(F_VERSION, bucket);
+    const c = this.listingCursor(F_VERSION, bucket, options);
     try {
-      if (options.after !== undefined) c.seek(KvMetadataStore.afterKeyTarget(base, options.after));
-      else c.seekToFirst();
       let n = 0;
       while (c.valid()) {
         const row = c.key();
@@ -1130,14 +1137,11 @@ export class KvMetadataStore implements MetadataStore {
   }
 
   async *listUploads(bucket: string, options: ListOptions = {}): AsyncIterable<UploadRecord> {
-    const base = bucketPrefix(F_UPLOAD, bucket);
-    const prefix = options.prefix === undefined ? base : cat(base, nameBytes(options.prefix, "prefix"));
     const limit = options.limit ?? Infinity;
     if (limit <= 0) return;
-    const c = this.cursor(prefix);
+    const base = bucketPrefix(F_UPLOAD, bucket);
+    const c = this.listingCursor(F_UPLOAD, bucket, options);
     try {
-      if (options.after !== undefined) c.seek(KvMetadataStore.afterKeyTarget(base, options.after));
-      else c.seekToFirst();
       let n = 0;
       for (; c.valid(); c.next()) {
         const row = c.key();
