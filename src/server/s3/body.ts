@@ -9,10 +9,9 @@ import { StowageError } from "../../errors.js";
 import type { Authenticated } from "./sigv4.js";
 import { Sha256Verifier } from "./sigv4.js";
 import { decodeAwsChunked, type ChunkedResult } from "./chunked.js";
-import { newChecksum, type ChecksumAlgorithm } from "./checksums.js";
-import { S3Error, s3 } from "./errors.js";
-
-export const CHECKSUM_ALGORITHMS: readonly ChecksumAlgorithm[] = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"];
+import { checksumFromHeaders, newChecksum } from "./checksums.js";
+import { s3 } from "./errors.js";
+import { header } from "./http.js";
 
 export interface DecodedBody {
   /** The object bytes. */
@@ -23,30 +22,10 @@ export interface DecodedBody {
   checksum(): { algorithm: string; value: string } | undefined;
 }
 
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v.join(",") : v;
-}
-
 function parseLength(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
   if (!/^\d{1,16}$/.test(text)) throw s3.invalidArgument(`${name} must be a non-negative integer`, name);
   return Number(text);
-}
-
-/** Which checksum the request announces: a header with its value, or a trailer to come. */
-function announcedChecksum(req: IncomingMessage): { algorithm: ChecksumAlgorithm; value?: string; trailer?: string } | undefined {
-  for (const alg of CHECKSUM_ALGORITHMS) {
-    const name = `x-amz-checksum-${alg.toLowerCase()}`;
-    const value = header(req, name);
-    if (value !== undefined) return { algorithm: alg, value };
-  }
-  const trailer = header(req, "x-amz-trailer")?.trim().toLowerCase();
-  if (trailer !== undefined && trailer !== "") {
-    for (const alg of CHECKSUM_ALGORITHMS) if (trailer === `x-amz-checksum-${alg.toLowerCase()}`) return { algorithm: alg, trailer };
-    throw s3.invalidRequest(`unsupported trailer ${trailer}`);
-  }
-  return undefined;
 }
 
 async function* raw(req: IncomingMessage): AsyncGenerator<Buffer> {
@@ -56,7 +35,7 @@ async function* raw(req: IncomingMessage): AsyncGenerator<Buffer> {
 export function decodeBody(req: IncomingMessage, auth: Authenticated): DecodedBody {
   const contentLength = parseLength(header(req, "content-length"), "Content-Length");
   const decodedLength = parseLength(header(req, "x-amz-decoded-content-length"), "x-amz-decoded-content-length");
-  const announced = announcedChecksum(req);
+  const announced = checksumFromHeaders(req.headers);
   let trailers: Record<string, string> = {};
   let stream: AsyncGenerator<Buffer>;
   let size: number | undefined;
@@ -71,7 +50,7 @@ export function decodeBody(req: IncomingMessage, auth: Authenticated): DecodedBo
         trailer,
         decodedLength,
         ...(p.kind === "streaming-unsigned-trailer" ? {} : { signed: { signingKey: auth.signingKey, seedSignature: auth.seedSignature, amzDate: auth.amzDate, scope: auth.scope } }),
-        ...(announced?.trailer === undefined ? {} : { declaredTrailers: [announced.trailer] }),
+        ...(announced?.location === "trailer" ? { declaredTrailers: [announced.name] } : {}),
       },
       (r: ChunkedResult) => {
         trailers = r.trailers;
@@ -102,8 +81,8 @@ export function decodeBody(req: IncomingMessage, auth: Authenticated): DecodedBo
         sum.update(b);
         yield b;
       }
-      const expected = announced.value ?? trailers[announced.trailer ?? ""];
-      if (expected === undefined) throw s3.invalidRequest(`the ${announced.trailer ?? "checksum"} trailer is missing`);
+      const expected = announced.value ?? trailers[announced.name];
+      if (expected === undefined) throw s3.invalidRequest(`the ${announced.name} trailer is missing`);
       const actual = sum.digestBase64();
       if (actual !== expected.trim()) {
         throw new StowageError("STOWAGE_BAD_DIGEST", `the ${announced.algorithm} checksum sent (${expected}) does not match the content (${actual})`);
@@ -113,8 +92,4 @@ export function decodeBody(req: IncomingMessage, auth: Authenticated): DecodedBo
   }
   // An S3Error thrown inside the decoders is kept as the cause: the server reports it as is.
   return { stream, size, checksum: () => verified };
-}
-
-export function isS3Error(err: unknown): err is S3Error {
-  return err instanceof S3Error;
 }

@@ -3,7 +3,7 @@ import type { IncomingMessage } from "node:http";
 import { createHash } from "node:crypto";
 import { s3 } from "./errors.js";
 import { header } from "./http.js";
-import { newChecksum, type ChecksumAlgorithm } from "./checksums.js";
+import { checksumFromHeaders, newChecksum } from "./checksums.js";
 
 export const MAX_XML_BODY = 1024 * 1024;
 
@@ -22,12 +22,11 @@ export async function readBody(req: IncomingMessage, options: { maxBytes?: numbe
   const md5 = header(req, "content-md5");
   if (md5 !== undefined && createHash("md5").update(body).digest("base64") !== md5.trim()) throw s3.badDigest();
   if (options.verifyChecksums === true) {
-    for (const alg of ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"] as ChecksumAlgorithm[]) {
-      const v = header(req, `x-amz-checksum-${alg.toLowerCase()}`);
-      if (v === undefined) continue;
-      const sum = newChecksum(alg);
+    const announced = checksumFromHeaders(req.headers);
+    if (announced?.value !== undefined) {
+      const sum = newChecksum(announced.algorithm);
       sum.update(body);
-      if (sum.digestBase64() !== v.trim()) throw s3.badDigest();
+      if (sum.digestBase64() !== announced.value) throw s3.badDigest();
     }
   }
   return body;
