@@ -1,0 +1,12 @@
+/** The event layer: the event log interface and its implementations. */
+export {
+  EVENT_KINDS,
+  type ConsumerOptions,
+  type EventConsumer,
+  type EventKind,
+  type EventLog,
+  type EventValue,
+  type LoggedEvent,
+  type StowageEvent,
+} from "./types.js";
+export { MemoryEventLog } from "./memory.js";
