@@ -10,6 +10,7 @@ import { RepositoryKeys, keysFromEnvironment } from "../codec/keys.js";
 import { initRepository, openRepository, repositoryExists, writeMasterKeyFile, readMasterKeyFile } from "../store/repository.js";
 import { S3Server } from "../server/s3/server.js";
 import { resolveServeConfig, type ServeFlags } from "../server/config.js";
+import { Metrics, storeStatsSource } from "../server/metrics.js";
 import { addAccessKey, listAccessKeys, loadCredentials, removeAccessKey } from "../server/credentials.js";
 import { dataDir, PASSPHRASE_ENV } from "./context.js";
 
@@ -59,10 +60,14 @@ export function registerServe(program: Command): void {
       let server: S3Server;
       try {
         const creds = await loadCredentials(dir);
-        server = new S3Server({ store: repo.store, credentials: creds.ring, region: config.region, domains: config.domains, logger });
+        const metrics = new Metrics();
+        // The store's figures scan the metadata: at most once a minute, however often Prometheus scrapes.
+        metrics.addSource(storeStatsSource(repo.meta), 60_000);
+        server = new S3Server({ store: repo.store, credentials: creds.ring, region: config.region, domains: config.domains, logger, metrics });
         const addr = await server.listen(config.port, config.address);
         const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
         note(`stowage: S3 endpoint http://${host}:${addr.port} (region ${config.region})`);
+        note(`stowage: metrics http://${host}:${addr.port}/_stowage/metrics`);
         note(`stowage: access key ${creds.root.accessKeyId}`);
         if (creds.generated) note(`stowage: secret key ${creds.root.secretAccessKey}   (generated now; kept in ${dir}/credentials.json)`);
         else if (creds.source === "file") note(`stowage: secret key in ${dir}/credentials.json`);

@@ -8,6 +8,7 @@ import { RepositoryKeys } from "../../src/codec/keys.js";
 import { initRepository, openRepository, type Repository } from "../../src/store/repository.js";
 import { S3Server } from "../../src/server/s3/server.js";
 import { KeyRing } from "../../src/server/credentials.js";
+import { Metrics, storeStatsSource } from "../../src/server/metrics.js";
 
 export { Sha256 } from "./sha256.js";
 
@@ -24,7 +25,13 @@ export interface Endpoint {
   stop(): Promise<void>;
 }
 
-export async function startEndpoint(options: { minPartSize?: number; now?: () => number } = {}): Promise<Endpoint> {
+function metricsFor(repo: Repository): Metrics {
+  const m = new Metrics({ defaultMetrics: false });
+  m.addSource(storeStatsSource(repo.meta));
+  return m;
+}
+
+export async function startEndpoint(options: { minPartSize?: number; now?: () => number; metrics?: boolean } = {}): Promise<Endpoint> {
   const dir = mkdtempSync(join(tmpdir(), "stowage-s3-"));
   const keys = RepositoryKeys.generate();
   await initRepository(dir, { keys, chunker: { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024 }, packTargetSize: 1024 * 1024 });
@@ -33,6 +40,7 @@ export async function startEndpoint(options: { minPartSize?: number; now?: () =>
     store: repo.store,
     credentials: new KeyRing([{ accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY, created: "" }]),
     logger: pino({ level: process.env.STOWAGE_TEST_LOG ?? "silent" }),
+    ...(options.metrics === true ? { metrics: metricsFor(repo) } : {}),
     ...(options.now === undefined ? {} : { now: options.now }),
   });
   const addr = await server.listen(0, "127.0.0.1");

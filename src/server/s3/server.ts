@@ -19,6 +19,7 @@ import { xml } from "./xml.js";
 import { header } from "./http.js";
 import { handleBucket, handleService } from "./bucket-handlers.js";
 import { handleObject } from "./object-handlers.js";
+import type { Metrics } from "../metrics.js";
 
 export interface S3ServerOptions {
   store: ObjectStore;
@@ -28,6 +29,8 @@ export interface S3ServerOptions {
   /** Host names under which `bucket.<domain>` is virtual-hosted style. Default: `localhost`. */
   domains?: string[];
   logger: Logger;
+  /** Prometheus metrics: served at `GET /_stowage/metrics`, and every request is counted in them. */
+  metrics?: Metrics;
   /** Largest header section in bytes. Default 16 KiB (node answers 431 beyond). */
   maxHeaderSize?: number;
   /** Milliseconds a request may take to send its headers. Default 30 s. */
@@ -71,6 +74,15 @@ export async function sendStream(r: S3Request, status: number, headers: Record<s
     return;
   }
   await pipeline(Readable.from(body), r.res);
+}
+
+/** Where `stowage serve` answers Prometheus scrapes (`_stowage` is not a valid bucket name). */
+export const METRICS_PATH = "/_stowage/metrics";
+
+function rawPathOf(req: IncomingMessage): string {
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  return q < 0 ? url : url.slice(0, q);
 }
 
 function requestId(): string {
@@ -176,6 +188,12 @@ export class S3Server {
         res.end(body);
         return;
       }
+      if (req.method === "GET" && rawPath === METRICS_PATH && this.options.metrics !== undefined) {
+        const body = await this.options.metrics.render();
+        res.writeHead(200, { "content-type": this.options.metrics.contentType, "content-length": String(Buffer.byteLength(body)) });
+        res.end(body);
+        return;
+      }
       ({ bucket, key } = addressing(rawPath, header(req, "host"), this.#domains));
       const auth = verifySigV4(
         { method: req.method ?? "GET", rawPath, rawQuery, headers: req.headers },
@@ -201,6 +219,7 @@ export class S3Server {
       this.#fail(req, res, id, log, err, bucket, key);
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      if (rawPathOf(req) !== METRICS_PATH) this.options.metrics?.observeRequest(req.method ?? "?", res.statusCode, ms / 1000);
       log.info({ method: req.method, url: req.url, status: res.statusCode, ms: Math.round(ms * 10) / 10, bucket, key }, "request");
       if (!req.complete) {
         // Unread body (e.g. an error before the upload was read): do not keep the connection.
