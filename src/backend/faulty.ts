@@ -8,8 +8,12 @@
  *   b.inject({ op: "get", probability: 0.1 });                  // 10 % of gets fail (seeded)
  *   b.inject({ op: "get", key: /^pack\//, kind: "corrupt" });   // pack reads come back bit-flipped
  *   const f = b.inject({ op: "put", kind: "lost-ack" });        // puts land but report failure
+ *   b.inject({ op: "put", kind: "throttle", times: 3 });       // 503 SlowDown, as S3 throttles
  *   f.remove();
+ *   b.outage({ ms: 2000 });                                     // every call fails for 2 s
+ *   b.outage({ ms: 500, op: "put", kind: "throttle" });         // puts are throttled for 0.5 s
  *   b.latencyMs = 5;                                           // every call waits 5 ms first
+ *   b.opLatencyMs = { get: 30 };                               // gets wait 30 ms instead
  *
  * Kinds of fault (`FaultRule.kind`):
  * - `io` (default): the call fails with `STOWAGE_BACKEND_IO` without reaching the inner backend.
@@ -20,6 +24,14 @@
  *   not assume a failed put stored nothing, nor that a failed delete removed nothing.
  * - `corrupt` (get only): the call succeeds but one bit of the returned bytes is flipped (a copy;
  *   the stored blob is untouched). An empty result has no bit to flip and is returned as is.
+ * - `throttle`: like `io`, but the error is the one a throttling service produces (a
+ *   {@link BackendIoError} with `throttled: true`, recognised by {@link isThrottle}), as the S3
+ *   backend reports HTTP 503 SlowDown or 429.
+ *
+ * Outages (`outage({ ms, op?, key?, kind? })`) are rules that fire on every matching call made
+ * during the next `ms` milliseconds of the clock (`options.now`, default `performance.now`), then
+ * are spent and disarm themselves; kind `io` (default), `throttle` or `no-space`. They take part
+ * in the rule order like any rule (their position is where `outage` was called).
  *
  * Every injected error is a StowageError whose message starts with "injected fault".
  *
@@ -34,15 +46,36 @@
  */
 import { StowageError } from "../errors.js";
 import { checkBlobKey, checkRange, type BlobBackend, type BlobInfo, type ByteRange } from "./backend.js";
+import { BackendIoError } from "./retry.js";
 
 export type BackendOp = "put" | "get" | "head" | "list" | "delete";
 
 export const BACKEND_OPS: readonly BackendOp[] = ["put", "get", "head", "list", "delete"];
 
-export type FaultKind = "io" | "no-space" | "lost-ack" | "corrupt";
+export type FaultKind = "io" | "no-space" | "lost-ack" | "corrupt" | "throttle";
+
+const FAULT_KINDS: readonly FaultKind[] = ["io", "no-space", "lost-ack", "corrupt", "throttle"];
+
+/** An outage: every matching call fails for a while. */
+export interface OutageRule {
+  /** How long, in ms of the backend's clock, from the call to `outage`. */
+  ms: number;
+  /** The operations affected. Default all. */
+  op?: BackendOp | readonly BackendOp[];
+  /** Only calls whose key (for `list`, the prefix) matches. Default every call. */
+  key?: RegExp | ((key: string) => boolean);
+  /** How the calls fail. Default `io`. */
+  kind?: "io" | "throttle" | "no-space";
+}
+
+/** An outage once started: a {@link Fault} with its end. */
+export interface Outage extends Fault {
+  /** The clock reading (`options.now`) at which the outage ends. */
+  readonly endsAt: number;
+}
 
 export interface FaultRule {
-  /** The operation(s) the rule applies to. Default: all of them (only for `io` and `no-space`). */
+  /** The operation(s) the rule applies to. Default: all of them (only for `io`, `no-space`, `throttle`). */
   op?: BackendOp | readonly BackendOp[];
   /** What happens when the rule fires. Default `io`. */
   kind?: FaultKind;
@@ -71,6 +104,10 @@ export interface FaultyBackendOptions {
   seed?: number;
   /** Delay added before every call (see {@link FaultyBackend.latencyMs}). Default 0. */
   latencyMs?: number;
+  /** Per-operation delays overriding `latencyMs` (see {@link FaultyBackend.opLatencyMs}). */
+  opLatencyMs?: Partial<Record<BackendOp, number>>;
+  /** The clock outages are timed by, in ms. Default `performance.now`. */
+  now?: () => number;
 }
 
 /** mulberry32: small, fast, seedable; plenty for choosing faults. */
@@ -85,7 +122,7 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-class ActiveFault implements Fault {
+class ActiveFault implements Outage {
   seen = 0;
   fired = 0;
   readonly #ops: ReadonlySet<BackendOp>;
@@ -93,12 +130,18 @@ class ActiveFault implements Fault {
   constructor(
     readonly rule: Readonly<FaultRule>,
     private readonly owner: Set<ActiveFault>,
+    /** For outages: when the rule stops matching (and removes itself). */
+    readonly endsAt = Number.POSITIVE_INFINITY,
   ) {
     this.#ops = new Set(rule.op === undefined ? BACKEND_OPS : typeof rule.op === "string" ? [rule.op] : rule.op);
   }
 
-  matches(op: BackendOp, key: string): boolean {
+  matches(op: BackendOp, key: string, now: () => number): boolean {
     if (!this.#ops.has(op)) return false;
+    if (this.endsAt !== Number.POSITIVE_INFINITY && now() >= this.endsAt) {
+      this.remove();
+      return false;
+    }
     const k = this.rule.key;
     if (k === undefined) return true;
     if (k instanceof RegExp) {
@@ -128,7 +171,7 @@ function checkRule(rule: FaultRule): void {
   const ops = rule.op === undefined ? BACKEND_OPS : typeof rule.op === "string" ? [rule.op] : rule.op;
   if (ops.length === 0 || ops.some((op) => !BACKEND_OPS.includes(op))) bad(`op ${JSON.stringify(rule.op)}`);
   const kind = rule.kind ?? "io";
-  if (!["io", "no-space", "lost-ack", "corrupt"].includes(kind)) bad(`kind ${JSON.stringify(kind)}`);
+  if (!FAULT_KINDS.includes(kind)) bad(`kind ${JSON.stringify(kind)}`);
   if (kind === "lost-ack" && (rule.op === undefined || ops.some((op) => op !== "put" && op !== "delete"))) {
     bad("lost-ack applies to put and delete only; name them in op");
   }
@@ -149,6 +192,9 @@ function injectedError(kind: FaultKind, op: BackendOp, key: string): StowageErro
   if (kind === "lost-ack") {
     return new StowageError("STOWAGE_BACKEND_IO", `injected fault: ${what} was performed but its acknowledgement was lost`);
   }
+  if (kind === "throttle") {
+    return new BackendIoError(`injected fault: ${what} throttled: SlowDown (HTTP 503)`, { throttled: true, httpStatus: 503 });
+  }
   return new StowageError("STOWAGE_BACKEND_IO", `injected fault: ${what} failed`);
 }
 
@@ -156,8 +202,11 @@ export class FaultyBackend implements BlobBackend {
   readonly location: string;
   /** Milliseconds every call (but `close`) waits before doing anything; may be changed any time. */
   latencyMs: number;
+  /** Per-operation delays; an operation listed here waits this instead of `latencyMs`. */
+  opLatencyMs: Partial<Record<BackendOp, number>>;
   readonly #faults = new Set<ActiveFault>();
   readonly #rand: () => number;
+  readonly #now: () => number;
 
   constructor(
     readonly inner: BlobBackend,
@@ -165,13 +214,30 @@ export class FaultyBackend implements BlobBackend {
   ) {
     this.location = inner.location;
     this.latencyMs = options.latencyMs ?? 0;
+    this.opLatencyMs = { ...options.opLatencyMs };
     this.#rand = mulberry32(options.seed ?? 1);
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** Arms a rule (see the module comment); returns its handle. */
   inject(rule: FaultRule): Fault {
     checkRule(rule);
     const fault = new ActiveFault({ ...rule }, this.#faults);
+    this.#faults.add(fault);
+    return fault;
+  }
+
+  /**
+   * Starts an outage: every call matching `op` and `key` fails (`kind`, default `io`) until `ms`
+   * milliseconds of the clock have passed; then the rule disarms itself. `remove()` ends it early.
+   */
+  outage(o: OutageRule): Outage {
+    const kind = o.kind ?? "io";
+    if (!Number.isFinite(o.ms) || o.ms < 0) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `invalid outage: ms must be a non-negative number, got ${o.ms}`);
+    if (!["io", "throttle", "no-space"].includes(kind)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `invalid outage: kind ${JSON.stringify(kind)}`);
+    const rule: FaultRule = { kind, ...(o.op === undefined ? {} : { op: o.op }), ...(o.key === undefined ? {} : { key: o.key }) };
+    checkRule(rule);
+    const fault = new ActiveFault(rule, this.#faults, this.#now() + o.ms);
     this.#faults.add(fault);
     return fault;
   }
@@ -184,7 +250,7 @@ export class FaultyBackend implements BlobBackend {
   async put(key: string, body: Uint8Array | readonly Uint8Array[]): Promise<void> {
     checkBlobKey(key);
     const fault = this.#decide("put", key);
-    await this.#delay();
+    await this.#delay("put");
     if (fault?.kind === "lost-ack") {
       await this.inner.put(key, body);
       throw injectedError("lost-ack", "put", key);
@@ -197,7 +263,7 @@ export class FaultyBackend implements BlobBackend {
     checkBlobKey(key);
     checkRange(range);
     const fault = this.#decide("get", key);
-    await this.#delay();
+    await this.#delay("get");
     if (fault?.kind === "corrupt") {
       const data = Buffer.from(await this.inner.get(key, range)); // a copy: never damage the store
       if (data.length > 0) {
@@ -213,7 +279,7 @@ export class FaultyBackend implements BlobBackend {
   async head(key: string): Promise<BlobInfo | undefined> {
     checkBlobKey(key);
     const fault = this.#decide("head", key);
-    await this.#delay();
+    await this.#delay("head");
     if (fault !== undefined) throw injectedError(fault.kind, "head", key);
     return this.inner.head(key);
   }
@@ -227,7 +293,7 @@ export class FaultyBackend implements BlobBackend {
   async delete(key: string): Promise<void> {
     checkBlobKey(key);
     const fault = this.#decide("delete", key);
-    await this.#delay();
+    await this.#delay("delete");
     if (fault?.kind === "lost-ack") {
       await this.inner.delete(key);
       throw injectedError("lost-ack", "delete", key);
@@ -241,14 +307,14 @@ export class FaultyBackend implements BlobBackend {
   }
 
   async *#list(prefix: string, fault: Decision | undefined): AsyncGenerator<BlobInfo> {
-    await this.#delay();
+    await this.#delay("list");
     if (fault !== undefined) throw injectedError(fault.kind, "list", prefix);
     yield* this.inner.list(prefix);
   }
 
   #decide(op: BackendOp, key: string): Decision | undefined {
     for (const fault of this.#faults) {
-      if (!fault.matches(op, key)) continue;
+      if (!fault.matches(op, key, this.#now)) continue;
       fault.seen++;
       const { after = 0, times, probability = 1 } = fault.rule;
       if (fault.seen <= after) continue;
@@ -262,7 +328,8 @@ export class FaultyBackend implements BlobBackend {
     return undefined;
   }
 
-  async #delay(): Promise<void> {
-    if (this.latencyMs > 0) await new Promise<void>((resolve) => setTimeout(resolve, this.latencyMs));
+  async #delay(op: BackendOp): Promise<void> {
+    const ms = this.opLatencyMs[op] ?? this.latencyMs;
+    if (ms > 0) await new Promise<void>((resolve) => setTimeout(resolve, ms));
   }
 }

@@ -23,4 +23,26 @@ export {
   type FaultKind,
   type FaultRule,
   type FaultyBackendOptions,
+  type Outage,
+  type OutageRule,
 } from "./faulty.js";
+export {
+  BackendIoError,
+  RetryingBackend,
+  isRetryable,
+  isThrottle,
+  type BackendIoHints,
+  type RetryOptions,
+  type RetryStats,
+} from "./retry.js";
+export {
+  S3Backend,
+  S3_MAX_PARTS,
+  S3_MIN_PART_SIZE,
+  keyShard,
+  mapS3Error,
+  parseBucketUrl,
+  type BucketUrl,
+  type S3BackendOptions,
+  type S3Credentials,
+} from "./s3.js";
