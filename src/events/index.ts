@@ -10,3 +10,5 @@ export {
   type StowageEvent,
 } from "./types.js";
 export { MemoryEventLog } from "./memory.js";
+export { EmbeddedEventLog, type EmbeddedEventLogOptions } from "./embedded.js";
+export { KafkaEventLog, type KafkaEventLogOptions } from "./kafka.js";

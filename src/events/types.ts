@@ -62,7 +62,10 @@ export interface LoggedEvent extends StowageEvent {
 export interface ConsumerOptions {
   /**
    * Where a group with no committed position starts: the oldest retained event (default), or
-   * only events appended after the consumer was created.
+   * only events appended after the consumer was created. "latest" fixes the group's position when
+   * `consumer()` resolves: it becomes the group's committed position (so a later consumer of the
+   * group starts there too, and `lag` counts from there). A group with a committed position
+   * ignores `start`.
    */
   start?: "earliest" | "latest";
 }
