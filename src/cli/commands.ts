@@ -1,5 +1,5 @@
 /**
- * The repository commands: init, put, get, ls, rm, cp, snapshot, versioning, gc, fsck,
+ * The repository commands: init, put, get, ls, rm, cp, snapshot, versioning, durability, gc, fsck,
  * rebuild-index, stats. Output that is data has a `--json` form; exit status is 0 on success and
  * non-zero on any failure (main.ts maps errors to status 1 with the reason on stderr).
  */
@@ -351,7 +351,7 @@ export function registerRepositoryCommands(program: Command): void {
         const store = repo.store;
         if (path === undefined || path === "") {
           const buckets = await store.listBuckets();
-          if (opts.json === true) json(buckets.map((b) => ({ name: b.name, created: new Date(b.created).toISOString(), versioning: b.versioning })));
+          if (opts.json === true) json(buckets.map((b) => ({ name: b.name, created: new Date(b.created).toISOString(), versioning: b.versioning, durability: b.durability })));
           else for (const b of buckets) out(`${new Date(b.created).toISOString()}  ${b.name}`);
           return;
         }
@@ -454,17 +454,38 @@ export function registerRepositoryCommands(program: Command): void {
     });
 
   program
+    .command("durability")
+    .description("show or set when writes to a bucket are acknowledged: cloud (durable in the cloud tier) or local (write-back: after a local fsync, uploaded later; needs a local tier)")
+    .argument("<bucket>", "bucket")
+    .argument("[policy]", "cloud | local")
+    .option("--data <dir>", "data directory")
+    .option("--json", "print { bucket, durability } as JSON")
+    .action(async (bucket: string, policy: string | undefined, opts: DataOpt & { json?: boolean }) => {
+      if (policy !== undefined && policy !== "cloud" && policy !== "local") throw new StowageError("STOWAGE_INVALID_ARGUMENT", "policy must be cloud or local");
+      await withRepo(opts.data, async (repo) => {
+        let b;
+        if (policy === undefined) b = await repo.store.headBucket(bucket);
+        else if ((await repo.meta.getBucket(bucket)) === undefined) b = await repo.store.createBucket(bucket, { durability: policy });
+        else b = await repo.store.setBucketDurability(bucket, policy);
+        if (opts.json === true) json({ bucket: b.name, durability: b.durability });
+        else out(`${bucket}: durability ${b.durability}${b.durability === "local" ? " (write-back: acknowledged after a local fsync, uploaded later)" : ""}`);
+      });
+    });
+
+  program
     .command("gc")
     .description("reclaim unreferenced chunks, recycle mostly-dead packs and merge small ones")
     .option("--data <dir>", "data directory")
     .option("--dry-run", "report what would be reclaimed; change nothing")
     .option("--grace <seconds>", "keep retired packs this long for readers in flight", "900")
     .option("--min-live <fraction>", "recycle packs whose live fraction is below this", "0.5")
+    .option("--max-outbox <events>", "keep at most this many unrelayed events in the outbox (the oldest are dropped)", "100000")
     .option("--json", "print the report as JSON")
-    .action(async (opts: DataOpt & { dryRun?: boolean; grace: string; minLive: string; json?: boolean }) => {
+    .action(async (opts: DataOpt & { dryRun?: boolean; grace: string; minLive: string; maxOutbox: string; json?: boolean }) => {
       const minLive = Number(opts.minLive);
+      const maxOutboxEvents = intOption(opts.maxOutbox, "--max-outbox");
       await withRepo(opts.data, async (repo) => {
-        const r = await collectGarbage(repo.store, { dryRun: opts.dryRun === true, graceMs: intOption(opts.grace, "--grace") * 1000, minLiveFraction: minLive });
+        const r = await collectGarbage(repo.store, { dryRun: opts.dryRun === true, graceMs: intOption(opts.grace, "--grace") * 1000, minLiveFraction: minLive, maxOutboxEvents });
         if (opts.json === true) {
           json(r);
           return;
@@ -474,6 +495,7 @@ export function registerRepositoryCommands(program: Command): void {
         out(`${verb} ${r.packsRecycled} packs: ${formatBytes(r.bytesReclaimable)} reclaimable, ${r.chunksRewritten} live chunks rewritten into ${r.newPacks} packs`);
         out(`${r.dryRun ? "would delete" : "deleted"} ${r.packsDeleted} retired packs${r.orphanBlobsDeleted > 0 ? ` and ${r.orphanBlobsDeleted} orphan blobs` : ""}; bytes reclaimed now: ${formatBytes(Math.max(0, r.bytesReclaimed))}`);
         for (const p of r.unreadablePacks) out(`unreadable pack left alone: ${p} (run stowage fsck --read-data)`);
+        if (r.outboxEventsDropped > 0) out(`outbox: ${r.dryRun ? "would drop" : "dropped"} the ${r.outboxEventsDropped} oldest unrelayed events (${r.outboxEvents} kept)`);
       });
     });
 

@@ -12,3 +12,4 @@ export {
 export { MemoryEventLog } from "./memory.js";
 export { EmbeddedEventLog, type EmbeddedEventLogOptions } from "./embedded.js";
 export { KafkaEventLog, type KafkaEventLogOptions } from "./kafka.js";
+export { OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats, type OutboxSource } from "./outbox.js";

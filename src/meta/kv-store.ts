@@ -5,16 +5,17 @@
  * row). The first key byte names the record family; the layout and the value encodings are in
  * docs/FORMATS.md, "Metadata (object store) records". In short:
  *
- *   B bucket                              bucket record         0x01 ‖ JSON
+ *   B bucket                              bucket record         0x01|0x02 ‖ JSON
  *   V bucket 00 key 00 be64(MAX - seq)    version header        0x01 ‖ JSON
  *   M bucket 00 key 00 be64(MAX - seq)    version manifest      0x01 ‖ binary manifest
  *   X bucket 00 key 00 versionId 00 be64  versionId index       0x01
  *   C chunkId(32)                         chunk record          0x01 ‖ binary
- *   P packId(16)                          pack record           0x01 ‖ JSON
+ *   P packId(16)                          pack record           0x01|0x02 ‖ JSON
  *   U bucket 00 key 00 uploadId           upload record         0x01 ‖ JSON
  *   W bucket 00 uploadId                  upload → key index    0x01 ‖ key
  *   R uploadId 00 be32(partNumber)        part record           0x01 ‖ binary
- *   S "format" | "sequence" | "counters"  singletons
+ *   O be64(n)                             outbox event n        0x01 ‖ JSON
+ *   S "format" | "sequence" | "counters" | "outbox"   singletons
  *
  * Versions of one key are contiguous and newest first, so the current version is the first row
  * of its key, and `listCurrent` moves to the next key with one cursor re-seek (to
@@ -26,16 +27,19 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { StowageError } from "../errors.js";
+import { EVENT_KINDS, type EventKind, type EventValue, type StowageEvent } from "../events/types.js";
 import { openKv, type BatchOperation, type Kv, type KvCursor, type KvOptions, type KvStats, type Snapshot } from "../kv/index.js";
 import type {
   BucketRecord,
   ChunkRecord,
   Counters,
   ListOptions,
+  Durability,
   ManifestEntry,
   MetaTx,
   MetadataStore,
   ObjectVersion,
+  OutboxEvent,
   PackRecord,
   PackState,
   PartRecord,
@@ -52,6 +56,7 @@ import type {
 const F_BUCKET = 0x42; // B
 const F_CHUNK = 0x43; // C
 const F_MANIFEST = 0x4d; // M
+const F_OUTBOX = 0x4f; // O
 const F_PACK = 0x50; // P
 const F_PART = 0x52; // R
 const F_SINGLETON = 0x53; // S
@@ -62,6 +67,12 @@ const F_VERSION_BY_ID = 0x58; // X
 
 /** The format byte every value starts with. */
 const RECORD_V1 = 1;
+/**
+ * Bucket and pack records using a field an older build would misread (a `local`-durability bucket,
+ * a pack not yet uploaded) are written with this format byte, so that such a build refuses them
+ * (STOWAGE_FORMAT_VERSION) rather than treating write-back data as durable in the cloud.
+ */
+const RECORD_V2 = 2;
 /** Value of the `S format` row: version byte, then this magic. */
 const FORMAT_MAGIC = "stowage/meta";
 
@@ -74,6 +85,8 @@ const EMPTY_RECORD = Buffer.of(RECORD_V1);
 const KEY_FORMAT = Buffer.from([F_SINGLETON, ...Buffer.from("format")]);
 const KEY_SEQUENCE = Buffer.from([F_SINGLETON, ...Buffer.from("sequence")]);
 const KEY_COUNTERS = Buffer.from([F_SINGLETON, ...Buffer.from("counters")]);
+const KEY_OUTBOX = Buffer.from([F_SINGLETON, ...Buffer.from("outbox")]);
+const OUTBOX_ID = /^outbox-(0|[1-9][0-9]{0,15})$/;
 
 const COUNTER_FIELDS = ["backendPuts", "backendBytesWritten", "plainPuts", "ingestedBytes"] as const;
 
@@ -285,13 +298,13 @@ class ByteReader {
   }
 }
 
-/** The payload after the format byte; unknown versions fail with STOWAGE_FORMAT_VERSION. */
-function payload(row: Buffer, value: Buffer): Buffer {
+/** The payload after the format byte; versions above `max` fail with STOWAGE_FORMAT_VERSION. */
+function payload(row: Buffer, value: Buffer, max = RECORD_V1): Buffer {
   if (value.length === 0) throw corrupt(row, "empty value");
-  if (value[0] !== RECORD_V1) {
+  if (value[0]! < RECORD_V1 || value[0]! > max) {
     throw new StowageError(
       "STOWAGE_FORMAT_VERSION",
-      `metadata record ${row.toString("hex")} has format version ${value[0]}; this build reads version ${RECORD_V1}`,
+      `metadata record ${row.toString("hex")} has format version ${value[0]}; this build reads version${max === RECORD_V1 ? "" : "s"} ${RECORD_V1}${max === RECORD_V1 ? "" : `..${max}`} of it`,
     );
   }
   return value.subarray(1);
@@ -302,12 +315,12 @@ function payload(row: Buffer, value: Buffer): Buffer {
 
 type Json = Record<string, unknown>;
 
-function jsonValue(o: Json): Buffer {
-  return cat(RECORD_V1, Buffer.from(JSON.stringify(o), "utf8"));
+function jsonValue(o: Json, version = RECORD_V1): Buffer {
+  return cat(version, Buffer.from(JSON.stringify(o), "utf8"));
 }
 
-function parseJson(row: Buffer, value: Buffer): Json {
-  const body = payload(row, value);
+function parseJson(row: Buffer, value: Buffer, maxVersion = RECORD_V1): Json {
+  const body = payload(row, value, maxVersion);
   let o: unknown;
   try {
     o = JSON.parse(body.toString("utf8"));
@@ -352,16 +365,25 @@ function jStrMap(o: Json, k: string, row: Buffer): Record<string, string> {
 // Record codecs
 
 function encodeBucket(b: BucketRecord): Buffer {
+  if (b.durability === "local") return jsonValue({ c: b.created, v: b.versioning, d: "local" }, RECORD_V2);
   return jsonValue({ c: b.created, v: b.versioning });
 }
 
 const VERSIONINGS: readonly Versioning[] = ["unversioned", "enabled", "suspended"];
+const DURABILITIES: readonly Durability[] = ["cloud", "local"];
 
 function decodeBucket(name: string, row: Buffer, value: Buffer): BucketRecord {
-  const o = parseJson(row, value);
+  const o = parseJson(row, value, RECORD_V2);
   const versioning = jStr(o, "v", row);
   if (!(VERSIONINGS as readonly string[]).includes(versioning)) throw corrupt(row, `unknown versioning ${versioning}`);
-  return { name, created: jNum(o, "c", row), versioning: versioning as Versioning };
+  const b: BucketRecord = { name, created: jNum(o, "c", row), versioning: versioning as Versioning };
+  if (o.d !== undefined) {
+    const d = jStr(o, "d", row);
+    if (d !== "local") throw corrupt(row, `unknown durability ${d}`);
+    if (value[0] !== RECORD_V2) throw corrupt(row, "a local-durability bucket record must be format version 2");
+    b.durability = "local";
+  }
+  return b;
 }
 
 function encodeHeader(v: VersionHeader): Buffer {
@@ -473,11 +495,15 @@ const PACK_STATES: readonly PackState[] = ["live", "retired"];
 function encodePack(p: PackRecord): Buffer {
   const o: Json = { b: p.blobKey, s: p.size, e: p.entries, c: p.created, st: p.state };
   if (p.retiredAt !== undefined) o.r = p.retiredAt;
+  if (p.uploaded === false) {
+    o.u = false;
+    return jsonValue(o, RECORD_V2);
+  }
   return jsonValue(o);
 }
 
 function decodePack(id: string, row: Buffer, value: Buffer): PackRecord {
-  const o = parseJson(row, value);
+  const o = parseJson(row, value, RECORD_V2);
   const state = jStr(o, "st", row);
   if (!(PACK_STATES as readonly string[]).includes(state)) throw corrupt(row, `unknown pack state ${state}`);
   const p: PackRecord = {
@@ -489,7 +515,71 @@ function decodePack(id: string, row: Buffer, value: Buffer): PackRecord {
     state: state as PackState,
   };
   if (o.r !== undefined) p.retiredAt = jNum(o, "r", row);
+  if (o.u !== undefined) {
+    if (jBool(o, "u", row) || value[0] !== RECORD_V2) throw corrupt(row, "field u must be false, in a format version 2 record");
+    p.uploaded = false;
+  }
   return p;
+}
+
+function encodeOutboxEvent(e: OutboxEvent, time: number): Buffer {
+  if (!(EVENT_KINDS as readonly string[]).includes(e.kind)) throw invalid(`unknown event kind ${JSON.stringify(e.kind)}`);
+  if (typeof e.key !== "string") throw invalid("an event key must be a string");
+  const d: Record<string, EventValue> = {};
+  for (const [k, v] of Object.entries(e.data)) {
+    if (typeof v !== "string" && typeof v !== "boolean" && !(typeof v === "number" && Number.isFinite(v))) {
+      throw invalid(`event data field ${k} must be a string, a finite number or a boolean`);
+    }
+    Object.defineProperty(d, k, { value: v, enumerable: true, writable: true, configurable: true });
+  }
+  return jsonValue({ k: e.kind, y: e.key, t: time, d });
+}
+
+function decodeOutboxEvent(n: number, row: Buffer, value: Buffer): StowageEvent {
+  const o = parseJson(row, value);
+  const kind = jStr(o, "k", row);
+  if (!(EVENT_KINDS as readonly string[]).includes(kind)) {
+    throw new StowageError("STOWAGE_FORMAT_VERSION", `outbox event ${n} has kind ${JSON.stringify(kind)}, unknown to this build`);
+  }
+  const raw = o.d;
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw corrupt(row, "field d is not an object");
+  const data: Record<string, EventValue> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (typeof v !== "string" && typeof v !== "number" && typeof v !== "boolean") throw corrupt(row, `field d.${k} is not a string, number or boolean`);
+    Object.defineProperty(data, k, { value: v, enumerable: true, writable: true, configurable: true });
+  }
+  return { id: `outbox-${n}`, kind: kind as EventKind, key: jStr(o, "y", row), time: jNum(o, "t", row), data };
+}
+
+function outboxKey(n: number): Buffer {
+  const b = Buffer.allocUnsafe(9);
+  b[0] = F_OUTBOX;
+  b.writeUInt32BE(Math.floor(n / TWO_32), 1);
+  b.writeUInt32BE(n >>> 0, 5);
+  return b;
+}
+
+function outboxSeq(row: Buffer): number {
+  if (row.length !== 9 || row[0] !== F_OUTBOX) throw corrupt(row, "malformed outbox key");
+  return row.readUInt32BE(1) * TWO_32 + row.readUInt32BE(5);
+}
+
+/** The outbox sequence: the last id handed out, and how many events the outbox holds. */
+interface OutboxState {
+  last: number;
+  count: number;
+}
+
+function encodeOutboxState(s: OutboxState): Buffer {
+  return new ByteWriter().byte(RECORD_V1).varint(s.last).varint(s.count).done();
+}
+
+function decodeOutboxState(row: Buffer, value: Buffer): OutboxState {
+  const r = new ByteReader(payload(row, value), row);
+  const last = r.varint();
+  const count = r.varint();
+  r.end();
+  return { last, count };
 }
 
 function encodeUpload(u: UploadRecord): Buffer {
@@ -878,14 +968,18 @@ export class KvMetadataStore implements MetadataStore {
   private closing = false;
   private closed = false;
   private readonly sequence: SequenceAllocator;
+  /** The committed outbox sequence and size. */
+  private outbox: OutboxState;
 
   private constructor(
     private readonly kv: Kv,
     lastSequence: number,
+    outbox: OutboxState,
   ) {
     this.committed = new CommittedRows(kv, this.stats);
     this.reads = new RecordReads(this.committed);
     this.sequence = new SequenceAllocator(lastSequence);
+    this.outbox = outbox;
   }
 
   /** Uses an open kv store (the store closes it on {@link close}). Checks or writes the format row. */
@@ -899,7 +993,9 @@ export class KvMetadataStore implements MetadataStore {
     }
     const seqRow = kv.getSync(KEY_SEQUENCE);
     const last = seqRow === undefined ? 0 : decodeSequence(KEY_SEQUENCE, seqRow);
-    return new KvMetadataStore(kv, last);
+    const outboxRow = kv.getSync(KEY_OUTBOX);
+    const outbox = outboxRow === undefined ? { last: 0, count: 0 } : decodeOutboxState(KEY_OUTBOX, outboxRow);
+    return new KvMetadataStore(kv, last, outbox);
   }
 
   /** Rows read and re-seeks made so far (cumulative; for tests and metrics). */
@@ -923,7 +1019,7 @@ export class KvMetadataStore implements MetadataStore {
     try {
       // Transactions queued before close() still run: close() waits for them.
       if (this.closed) throw new StowageError("STOWAGE_KV_CLOSED", "the metadata store is closed");
-      const tx = new KvMetaTx(this, this.committed, this.sequence);
+      const tx = new KvMetaTx(this, this.committed, this.sequence, this.outbox);
       let committed = false;
       try {
         const result = await txScope.run(this, () => fn(tx));
@@ -931,6 +1027,7 @@ export class KvMetadataStore implements MetadataStore {
         const ops = tx.commitOps();
         if (ops.length > 0) await this.kv.batch(ops, { sync: true });
         committed = true;
+        if (tx.outboxTouched) this.outbox = { ...tx.outbox };
         return result;
       } finally {
         tx.finish();
@@ -1025,6 +1122,26 @@ export class KvMetadataStore implements MetadataStore {
 
   async getCounters(): Promise<Counters> {
     return this.reads.counters();
+  }
+
+  async outboxSize(): Promise<number> {
+    return this.outbox.count;
+  }
+
+  async listOutbox(limit: number): Promise<StowageEvent[]> {
+    const out: StowageEvent[] = [];
+    if (!(limit > 0)) return out;
+    const c = this.cursor(Buffer.of(F_OUTBOX));
+    try {
+      for (c.seekToFirst(); c.valid() && out.length < limit; c.next()) {
+        const row = c.key();
+        this.stats.rowsRead++;
+        out.push(decodeOutboxEvent(outboxSeq(row), row, c.value()));
+      }
+    } finally {
+      c.close();
+    }
+    return out;
   }
 
   // ------------------------------------------------------------------ listings (committed)
@@ -1227,13 +1344,19 @@ class KvMetaTx implements MetaTx {
   private finished = false;
   /** True once the transaction took (or observed) a sequence number. */
   sequenceUsed = false;
+  /** The outbox sequence and size as this transaction leaves them. */
+  readonly outbox: OutboxState;
+  /** True once the transaction appended or deleted outbox events. */
+  outboxTouched = false;
 
   constructor(
     private readonly store: KvMetadataStore,
     committed: Rows,
     private readonly sequence: SequenceAllocator,
+    outbox: OutboxState,
   ) {
     this.reads = new RecordReads(new TxRows(committed, this.overlay));
+    this.outbox = { ...outbox };
   }
 
   finish(): void {
@@ -1252,6 +1375,9 @@ class KvMetaTx implements MetaTx {
     }
     if (this.sequenceUsed) {
       ops.push({ type: "put", key: KEY_SEQUENCE, value: encodeSequence(this.sequence.last) });
+    }
+    if (this.outboxTouched) {
+      ops.push({ type: "put", key: KEY_OUTBOX, value: encodeOutboxState(this.outbox) });
     }
     return ops;
   }
@@ -1308,6 +1434,16 @@ class KvMetaTx implements MetaTx {
     return this.countersWithDelta();
   }
 
+  async outboxSize(): Promise<number> {
+    this.check();
+    return this.outbox.count;
+  }
+
+  listOutbox(limit: number): Promise<StowageEvent[]> {
+    this.check();
+    return this.store.listOutbox(limit);
+  }
+
   /** The committed counters plus this transaction's additions. */
   private countersWithDelta(): Counters {
     const c = this.reads.counters();
@@ -1362,6 +1498,7 @@ class KvMetaTx implements MetaTx {
   putBucket(bucket: BucketRecord): void {
     this.check();
     if (!VERSIONINGS.includes(bucket.versioning)) throw invalid(`unknown versioning ${String(bucket.versioning)}`);
+    if (bucket.durability !== undefined && !DURABILITIES.includes(bucket.durability)) throw invalid(`unknown durability ${String(bucket.durability)}`);
     this.overlay.set(cat(F_BUCKET, nameBytes(bucket.name, "bucket name")), encodeBucket(bucket));
   }
 
@@ -1437,6 +1574,7 @@ class KvMetaTx implements MetaTx {
   putPack(pack: PackRecord): void {
     this.check();
     if (!PACK_STATES.includes(pack.state)) throw invalid(`unknown pack state ${String(pack.state)}`);
+    if (pack.uploaded !== undefined && typeof pack.uploaded !== "boolean") throw invalid("a pack's uploaded flag is a boolean");
     this.overlay.set(cat(F_PACK, packIdBytes(pack.id)), encodePack(pack));
   }
 
@@ -1491,5 +1629,34 @@ class KvMetaTx implements MetaTx {
     this.check();
     this.sequenceUsed = true;
     return this.sequence.take();
+  }
+
+  appendEvent(event: OutboxEvent): string {
+    this.check();
+    const time = event.time ?? Date.now();
+    if (!Number.isFinite(time)) throw invalid("an event time must be a finite number");
+    const value = encodeOutboxEvent(event, time);
+    const n = this.outbox.last + 1;
+    if (n > SEQ_MAX) throw invalid("the outbox sequence is exhausted");
+    this.overlay.set(outboxKey(n), value);
+    this.outbox.last = n;
+    this.outbox.count++;
+    this.outboxTouched = true;
+    return `outbox-${n}`;
+  }
+
+  deleteOutbox(ids: readonly string[]): void {
+    this.check();
+    for (const id of ids) {
+      const m = typeof id === "string" ? OUTBOX_ID.exec(id) : null;
+      if (m === null) throw invalid(`not an outbox event id: ${JSON.stringify(id)}`);
+      const n = Number(m[1]);
+      if (n > SEQ_MAX) continue;
+      const k = outboxKey(n);
+      if (this.reads.rows.get(k) === undefined) continue;
+      this.overlay.set(k, null);
+      this.outbox.count--;
+      this.outboxTouched = true;
+    }
   }
 }

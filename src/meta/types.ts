@@ -6,15 +6,32 @@
  *
  * Writes happen only inside {@link MetadataStore.transaction}: transactions are serialized, see
  * their own writes, and commit as one atomic, durable batch (all or nothing, also across a crash).
+ *
+ * The outbox (DESIGN.md decision 5): a transaction that changes state appends the events announcing
+ * the change ({@link MetaTx.appendEvent}) to the outbox, in the same batch. A relay
+ * (src/events/outbox.ts) later copies outbox events to the event log and deletes them
+ * ({@link MetaReader.listOutbox}, {@link MetaTx.deleteOutbox}). So a crash never loses an event of a
+ * committed change, and never leaves one of a change that did not commit.
  */
+import type { EventKind, EventValue, StowageEvent } from "../events/types.js";
 
 export type Versioning = "unversioned" | "enabled" | "suspended";
+
+/**
+ * When a write to the bucket is acknowledged (DESIGN.md decision 4). `cloud` (the default): once
+ * the packs holding its data are durable in the cloud tier. `local` (write-back): once they are
+ * durable (fsynced) in the local tier; they are uploaded later, so a lost local disk loses the
+ * writes not yet uploaded.
+ */
+export type Durability = "cloud" | "local";
 
 export interface BucketRecord {
   name: string;
   /** Creation time, ms since the epoch. */
   created: number;
   versioning: Versioning;
+  /** Absent means `cloud`. */
+  durability?: Durability;
 }
 
 /**
@@ -82,6 +99,12 @@ export interface PackRecord {
   state: PackState;
   /** When it was retired (ms), for the grace period. */
   retiredAt?: number;
+  /**
+   * `false`: written by the write-back packer, durable only in the local tier until the tier's
+   * uploader confirms the cloud holds it (`ObjectStore.markPackUploaded`). Absent (or true): the
+   * pack is durable in the cloud tier.
+   */
+  uploaded?: boolean;
 }
 
 /** Where a chunk is stored, and how many manifest entries reference it. */
@@ -187,6 +210,21 @@ export interface MetaReader {
   listManifests(): AsyncIterable<{ owner: string; manifest: ManifestEntry[] }>;
 
   getCounters(): Promise<Counters>;
+
+  /** Up to `limit` outbox events, oldest (smallest id) first. */
+  listOutbox(limit: number): Promise<StowageEvent[]>;
+  /** Number of events in the outbox. */
+  outboxSize(): Promise<number>;
+}
+
+/** An event to append to the outbox; the store gives it its id (`outbox-<n>`). */
+export interface OutboxEvent {
+  kind: EventKind;
+  /** Ordering key: pack id for pack events, `bucket/key` for object events. */
+  key: string;
+  data: Record<string, EventValue>;
+  /** ms since the epoch; default: now. */
+  time?: number;
 }
 
 export interface MetaTx extends MetaReader {
@@ -217,6 +255,15 @@ export interface MetaTx extends MetaReader {
   addCounters(delta: Partial<Counters>): void;
   /** A fresh, strictly increasing number (persisted with the transaction). */
   nextSequence(): Promise<number>;
+
+  /**
+   * Appends an event to the outbox, committed with the transaction's other writes (or not at all).
+   * Returns its id, `outbox-<n>`: `n` comes from a persisted outbox sequence, strictly increasing
+   * in commit order (never reused, also across restarts), so ids order events as they committed.
+   */
+  appendEvent(event: OutboxEvent): string;
+  /** Removes events from the outbox by id; ids not (or no longer) there are ignored. */
+  deleteOutbox(ids: readonly string[]): void;
 }
 
 export interface MetadataStore extends MetaReader {
@@ -225,8 +272,12 @@ export interface MetadataStore extends MetaReader {
    * when it resolves. If `fn` throws, nothing is written. Transactions run one at a time.
    *
    * Inside `fn`, the point reads of `tx` (getBucket, getCurrent, getVersion, versionsOfKey,
-   * bucketHasContent, getChunk, getPack, getUpload, getPart, getCounters) see the transaction's own
-   * writes; its listings (listBuckets and every `list*` iterator) see committed state only.
+   * bucketHasContent, getChunk, getPack, getUpload, getPart, getCounters, outboxSize) see the
+   * transaction's own writes; its listings (listBuckets, listOutbox and every `list*` iterator) see
+   * committed state only.
+   *
+   * Events appended with {@link MetaTx.appendEvent} are part of the batch: they exist exactly when
+   * the transaction's other writes do.
    */
   transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
   close(): Promise<void>;

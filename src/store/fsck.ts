@@ -54,6 +54,7 @@ const MAX_AFFECTED = 1000;
 
 export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promise<FsckReport> {
   const { meta, backend, keys } = store;
+  // A write-back pack not yet uploaded lives in the write-back backend; every other pack in `backend`.
   const problems: FsckProblem[] = [];
   const warnings: string[] = [];
   const damaged = new Map<string, FsckProblem[]>();
@@ -128,10 +129,11 @@ export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promi
         damaged.set(hex, list);
       }
     };
-    const info = await backend.head(p.blobKey);
+    const where = store.backendOf(p);
+    const info = await where.head(p.blobKey);
     if (info === undefined) {
       if (p.state === "retired" && members.length === 0) continue;
-      mark("missing-pack", `pack ${p.id} (${p.blobKey}) is missing from the bucket`);
+      mark("missing-pack", `pack ${p.id} (${p.blobKey}) is missing from ${where === backend ? "the bucket" : `the write-back tier (${where.location}; not yet uploaded)`}`);
       continue;
     }
     if (info.size !== p.size) {
@@ -140,7 +142,7 @@ export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promi
     }
     let index;
     try {
-      index = await readPackIndex(backend, keys, p.blobKey, p.size);
+      index = await readPackIndex(where, keys, p.blobKey, p.size);
     } catch (err) {
       if (!isStowageError(err)) throw err;
       mark("pack-index", `pack ${p.id}: index unreadable: ${err.message}`);
@@ -157,8 +159,13 @@ export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promi
     readable.push(p);
   }
   const knownBlobs = new Set([...packs.values()].map((p) => p.blobKey));
-  for await (const blob of backend.list(PACK_PREFIX)) {
-    if (!knownBlobs.has(blob.key)) warnings.push(`pack blob ${blob.key} (${blob.size} bytes) is not in the metadata (left by an interrupted write; \`stowage gc\` deletes it)`);
+  const warned = new Set<string>();
+  for (const b of store.writeBackBackend === undefined ? [backend] : [backend, store.writeBackBackend]) {
+    for await (const blob of b.list(PACK_PREFIX)) {
+      if (knownBlobs.has(blob.key) || warned.has(blob.key)) continue;
+      warned.add(blob.key);
+      warnings.push(`pack blob ${blob.key} (${blob.size} bytes) is not in the metadata (left by an interrupted write; \`stowage gc\` deletes it)`);
+    }
   }
 
   // Data: authenticate every chunk, and check its keyed id.
@@ -167,7 +174,7 @@ export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promi
   if (options.readData === true) {
     const hasher = new ChunkIdHasher(keys);
     // A reader of its own with no cache: every byte checked comes from the bucket now.
-    const reader = new PackReader(backend, keys, { cacheBytes: 0 });
+    const reader = new PackReader(store.packBlobs, keys, { cacheBytes: 0 });
     const total = readable.reduce((n, p) => n + (byPack.get(p.id)?.length ?? 0), 0);
     for (const p of readable) {
       const members = (byPack.get(p.id) ?? []).sort((a, b) => a[1].offset - b[1].offset);

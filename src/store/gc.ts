@@ -11,6 +11,15 @@
  *
  * The collector holds the store's lock exclusively: a put that found a chunk by its id (which may
  * have no references yet) must be able to reference it when it commits.
+ *
+ * With a write-back backend: packs not yet uploaded are read from it (and deleted from it once
+ * retired past the grace period); gc's new packs always go to the cloud-first backend, so
+ * recycling a write-back pack makes its live chunks cloud-durable. Orphan blobs are looked for in
+ * both backends. Each new pack's commit emits `pack-uploaded`.
+ *
+ * The outbox: when nothing relays events (no event log configured), the outbox would grow with
+ * every change; gc keeps at most `maxOutboxEvents` of them, dropping the oldest. With a relay
+ * running the outbox stays near empty and this never triggers.
  */
 import { StowageError, isStowageError } from "../errors.js";
 import { compressChunk } from "../codec/compress.js";
@@ -28,6 +37,8 @@ export interface GcOptions {
   smallPackSize?: number;
   /** How long a retired pack's blob is kept for readers that still hold its old location (ms). Default 15 minutes. */
   graceMs?: number;
+  /** Most events kept in the metadata outbox (the oldest beyond it are dropped). Default 100,000; Infinity keeps all. */
+  maxOutboxEvents?: number;
 }
 
 export interface GcReport {
@@ -53,7 +64,13 @@ export interface GcReport {
   orphanBlobsDeleted: number;
   /** Packs left alone because reading them failed (run `stowage fsck --read-data`). */
   unreadablePacks: string[];
+  /** Events in the outbox (after trimming). */
+  outboxEvents: number;
+  /** Oldest outbox events dropped because the outbox held more than maxOutboxEvents (dry run: would drop). */
+  outboxEventsDropped: number;
 }
+
+export const DEFAULT_MAX_OUTBOX_EVENTS = 100_000;
 
 interface PackUsage {
   pack: PackRecord;
@@ -67,13 +84,15 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
   const small = options.smallPackSize ?? Math.floor(store.options.packTargetSize / 4);
   const graceMs = options.graceMs ?? 15 * 60 * 1000;
   const dryRun = options.dryRun ?? false;
+  const maxOutbox = options.maxOutboxEvents ?? DEFAULT_MAX_OUTBOX_EVENTS;
+  if (!(maxOutbox >= 0)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "maxOutboxEvents must be >= 0");
   if (!(minLive >= 0 && minLive <= 1)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "minLiveFraction must be in [0, 1]");
   if (!(graceMs >= 0)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "graceMs must be >= 0");
 
   return store.lock.exclusive(async () => {
     const { meta, backend } = store;
     // Nothing may be in flight from writers while we decide what is garbage.
-    await store.packer.flush().catch(() => undefined);
+    await Promise.all([store.packer.flush().catch(() => undefined), store.writeBackPacker?.flush().catch(() => undefined)]);
     const report: GcReport = {
       dryRun,
       packsScanned: 0,
@@ -89,7 +108,10 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
       bytesReclaimable: 0,
       orphanBlobsDeleted: 0,
       unreadablePacks: [],
+      outboxEvents: 0,
+      outboxEventsDropped: 0,
     };
+
 
     const usage = new Map<string, PackUsage>();
     const retired: PackRecord[] = [];
@@ -126,6 +148,8 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
     for (const u of chosen) report.bytesReclaimable += u.pack.size - u.liveBytes;
 
     if (dryRun) {
+      report.outboxEvents = await meta.outboxSize();
+      report.outboxEventsDropped = Math.max(0, report.outboxEvents - maxOutbox);
       for (const p of retired) if (p.retiredAt !== undefined && p.retiredAt + graceMs <= store.options.now() && !stillReferenced.has(p.id)) report.packsDeleted++;
       return report;
     }
@@ -145,6 +169,7 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
             moved.add(id.toString("hex"));
           }
           tx.addCounters({ backendPuts: 1, backendBytesWritten: commit.pack.size });
+          store.emitEvent(tx, { kind: "pack-uploaded", key: commit.pack.id, data: { blobKey: commit.pack.blobKey, size: commit.pack.size } });
         });
         report.newPacks++;
         report.bytesReclaimed -= commit.pack.size;
@@ -186,7 +211,8 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
           const rec = await tx.getChunk(id);
           if (rec !== undefined && rec.refs === 0 && rec.packId === u.pack.id) tx.deleteChunk(id);
         }
-        const r: PackRecord = { ...u.pack, state: "retired", retiredAt: now };
+        // Re-read: the tier's uploader may have marked the pack uploaded since it was listed.
+        const r: PackRecord = { ...((await tx.getPack(u.pack.id)) ?? u.pack), state: "retired", retiredAt: now };
         tx.putPack(r);
         retired.push(r);
       }
@@ -195,7 +221,9 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
     // (3) Delete retired packs past their grace period (blob first, then the record).
     for (const p of retired) {
       if (p.retiredAt === undefined || p.retiredAt + graceMs > now || stillReferenced.has(p.id)) continue;
-      await backend.delete(p.blobKey);
+      // The current record says where the blob is (uploaded since it was listed, or not).
+      const cur = (await meta.getPack(p.id)) ?? p;
+      await store.backendOf(cur).delete(p.blobKey);
       await meta.transaction(async (tx) => {
         tx.deletePack(p.id);
       });
@@ -206,12 +234,28 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
     // Orphans: blobs uploaded by an operation that crashed before committing their pack.
     const known = new Set<string>();
     for await (const p of meta.listPacks()) known.add(p.blobKey);
-    for await (const blob of backend.list(PACK_PREFIX)) {
-      if (known.has(blob.key)) continue;
-      await backend.delete(blob.key);
-      report.orphanBlobsDeleted++;
-      report.bytesReclaimed += blob.size;
+    const orphans = new Set<string>();
+    for (const b of store.writeBackBackend === undefined ? [backend] : [backend, store.writeBackBackend]) {
+      for await (const blob of b.list(PACK_PREFIX)) {
+        if (known.has(blob.key)) continue;
+        await b.delete(blob.key);
+        if (orphans.has(blob.key)) continue;
+        orphans.add(blob.key);
+        report.orphanBlobsDeleted++;
+        report.bytesReclaimed += blob.size;
+      }
     }
+
+    // The outbox: keep the newest maxOutboxEvents (this run's own events included).
+    let drop = Math.max(0, (await meta.outboxSize()) - maxOutbox);
+    while (drop > 0) {
+      const batch = await meta.listOutbox(Math.min(drop, 10_000));
+      if (batch.length === 0) break;
+      await meta.transaction(async (tx) => tx.deleteOutbox(batch.map((e) => e.id)));
+      drop -= batch.length;
+      report.outboxEventsDropped += batch.length;
+    }
+    report.outboxEvents = await meta.outboxSize();
     return report;
   });
 }

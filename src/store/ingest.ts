@@ -13,7 +13,7 @@ import { Chunker, type ChunkerParams } from "../codec/chunker.js";
 import type { ChunkIdHasher } from "../codec/chunk-id.js";
 import type { Packer } from "../pack/writer.js";
 import type { DigestStream, RecordEncoder } from "../pack/encoder.js";
-import type { ManifestEntry, MetaReader } from "../meta/types.js";
+import type { ChunkRecord, ManifestEntry, MetaReader } from "../meta/types.js";
 
 export interface IngestContext {
   params: ChunkerParams;
@@ -21,6 +21,11 @@ export interface IngestContext {
   packer: Packer;
   encoder: RecordEncoder;
   meta: MetaReader;
+  /**
+   * Whether an indexed chunk may be deduplicated against (default: any). A cloud-durability write
+   * refuses chunks that live only in a write-back pack not yet uploaded: it stores them again.
+   */
+  usable?: (record: ChunkRecord) => Promise<boolean>;
 }
 
 /** Chunks of one stream being encoded (compressed + sealed) at once; each holds a copy of its chunk. */
@@ -96,7 +101,8 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
       dependsOn.add(pendingIn);
       return;
     }
-    if ((await ctx.meta.getChunk(id)) !== undefined) return;
+    const indexed = await ctx.meta.getChunk(id);
+    if (indexed !== undefined && (ctx.usable === undefined || (await ctx.usable(indexed)))) return;
     const encoded = ctx.encoder.encode(id, data);
     encoded.catch(ignore);
     const step = chain.then(async () => {

@@ -41,6 +41,11 @@ export interface StoreStats {
   unreferencedChunks: number;
   packs: number;
   retiredPacks: number;
+  /** Live packs written back locally (`local` durability) that the cloud does not hold yet, and their bytes. */
+  packsAwaitingUpload: number;
+  bytesAwaitingUpload: number;
+  /** Events in the metadata outbox, not yet relayed to the event log. */
+  outboxEvents: number;
   meanPackSize: number;
   /** PUTs issued to the bucket. */
   backendPuts: number;
@@ -88,12 +93,18 @@ export async function computeStats(meta: MetaReader, prices: Prices = S3_STANDAR
   let retiredPacks = 0;
   let storedBytes = 0;
   let liveBytes = 0;
+  let packsAwaitingUpload = 0;
+  let bytesAwaitingUpload = 0;
   for await (const p of meta.listPacks()) {
     storedBytes += p.size;
     if (p.state === "retired") retiredPacks++;
     else {
       packs++;
       liveBytes += p.size;
+      if (p.uploaded === false) {
+        packsAwaitingUpload++;
+        bytesAwaitingUpload += p.size;
+      }
     }
   }
   const counters = await meta.getCounters();
@@ -113,6 +124,9 @@ export async function computeStats(meta: MetaReader, prices: Prices = S3_STANDAR
     unreferencedChunks,
     packs,
     retiredPacks,
+    packsAwaitingUpload,
+    bytesAwaitingUpload,
+    outboxEvents: await meta.outboxSize(),
     meanPackSize: packs === 0 ? 0 : Math.round(liveBytes / packs),
     backendPuts: counters.backendPuts,
     plainPuts: counters.plainPuts,

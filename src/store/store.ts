@@ -9,6 +9,20 @@
  *
  * Reference counts: every manifest entry (of an object version, or of an uploaded part) holds one
  * reference on its chunk. They move in the same transaction as the manifests that hold them.
+ *
+ * Events (the outbox): each transaction that changes an object or records a pack appends the
+ * events announcing it (`object-created`, `object-deleted`, `pack-uploaded`, `upload-needed`) to the
+ * metadata store's outbox, in the same atomic batch; an OutboxRelay (src/events/outbox.ts) moves
+ * them to the event log.
+ *
+ * Durability (DESIGN.md decision 4): each bucket's policy picks the packer its writes go through:
+ * `cloud` (default) the packer on the cloud-first backend, `local` the write-back packer on
+ * `writeBackBackend` (packs recorded with `uploaded: false` until the tier's uploader calls
+ * {@link ObjectStore.markPackUploaded}). A cloud-policy write is never acknowledged while it relies
+ * on a chunk that lives only in a write-back pack not yet uploaded: ingest does not deduplicate
+ * against such chunks (it stores them again in a cloud pack, whose commit points the chunk record at
+ * the cloud copy), and copies, snapshots and multipart completions into cloud-policy buckets first
+ * re-store such chunks in the cloud.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { StowageError, isStowageError } from "../errors.js";
@@ -22,15 +36,21 @@ import { PackReader } from "../pack/reader.js";
 import { RecordEncoder } from "../pack/encoder.js";
 import type {
   BucketRecord,
+  ChunkRecord,
+  Durability,
   ManifestEntry,
+  MetaReader,
   MetaTx,
   MetadataStore,
   ObjectVersion,
+  OutboxEvent,
+  PackRecord,
   PartRecord,
   UploadRecord,
   VersionHeader,
   Versioning,
 } from "../meta/types.js";
+import { PackBlobs, packIdOfBlobKey } from "./pack-blobs.js";
 import { ingest, type IngestResult } from "./ingest.js";
 import { readManifest, type ByteSpan } from "./read.js";
 import { checkBucketName, checkObjectKey, checkPrefix } from "./names.js";
@@ -59,6 +79,18 @@ export interface ObjectStoreOptions {
   encoderThreads?: number;
   /** Smallest part (but the last) accepted by completeMultipartUpload. Default 5 MiB. */
   minPartSize?: number;
+  /**
+   * The write-back view of the tier manager (put acknowledged after a local fsync; uploaded to the
+   * cloud later). Needed for buckets with `local` durability; without it they are written cloud-first.
+   */
+  writeBackBackend?: BlobBackend;
+  /**
+   * Append the events announcing each change to the metadata outbox (default true). Cheap: one small
+   * row per change in the same batch. A relay (src/events/outbox.ts) empties the outbox; without one
+   * `stowage gc` keeps it bounded (GcOptions.maxOutboxEvents). Turn it off only where nothing will
+   * ever consume events (some tests, benchmarks).
+   */
+  events?: boolean;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -88,6 +120,26 @@ function extras(o: { headers?: Record<string, string> | undefined; tags?: Record
   if (o.checksum !== undefined) out.checksum = { ...o.checksum };
   return out;
 }
+
+export interface CreateBucketOptions {
+  versioning?: Versioning;
+  /** Default `cloud`. `local` needs a store with a writeBackBackend. */
+  durability?: Durability;
+}
+
+/** A bucket as the store's getters show it: durability always set. */
+export type BucketInfo = BucketRecord & { durability: Durability };
+
+function bucketInfo(b: BucketRecord): BucketInfo {
+  return { ...b, durability: b.durability ?? "cloud" };
+}
+
+/** Thrown inside a transaction that would make a cloud-policy copy rely on write-back-only chunks. */
+class NeedsCloudCopy {
+  constructor(readonly chunks: Buffer[]) {}
+}
+
+const MAX_CLOUD_COPY_ATTEMPTS = 8;
 
 export interface PutResult {
   bucket: string;
@@ -244,19 +296,31 @@ export function sliceManifest(manifest: readonly ManifestEntry[], span: ByteSpan
 
 export class ObjectStore {
   readonly meta: MetadataStore;
+  /** The cloud-first backend: where packs of `cloud`-durability writes (and gc's packs) go. */
   readonly backend: BlobBackend;
+  /** The write-back backend (local tier), when the store has one. */
+  readonly writeBackBackend: BlobBackend | undefined;
   readonly keys: RepositoryKeys;
+  /** The packer on {@link backend} (cloud durability). */
   readonly packer: Packer;
+  /** The packer on {@link writeBackBackend} (`local` durability), when there is one. */
+  readonly writeBackPacker: Packer | undefined;
+  /** Reads pack blobs from whichever backend holds them (see pack-blobs.ts). */
+  readonly packBlobs: PackBlobs;
   readonly reader: PackReader;
   readonly encoder: RecordEncoder;
   readonly lock = new SharedExclusiveLock();
-  readonly options: Required<Omit<ObjectStoreOptions, "chunker" | "encoderThreads">> & { chunker: ChunkerParams };
+  readonly options: Required<Omit<ObjectStoreOptions, "chunker" | "encoderThreads" | "writeBackBackend">> & { chunker: ChunkerParams };
   readonly #hasher: ChunkIdHasher;
   #closed = false;
+  /** Events appended so far (to notify listeners after their transaction commits). */
+  #eventsAppended = 0;
+  readonly #eventListeners = new Set<() => void>();
 
   constructor(meta: MetadataStore, backend: BlobBackend, keys: RepositoryKeys, options: ObjectStoreOptions = {}) {
     this.meta = meta;
     this.backend = backend;
+    this.writeBackBackend = options.writeBackBackend;
     this.keys = keys;
     const chunker = new ChunkerParams({ ...(options.chunker ?? {}), key: keys.subkey("chunker-gear") });
     this.options = {
@@ -267,37 +331,93 @@ export class ObjectStore {
       cacheBytes: options.cacheBytes ?? 64 * 1024 * 1024,
       compressionLevel: options.compressionLevel ?? DEFAULT_LEVEL,
       minPartSize: options.minPartSize ?? DEFAULT_MIN_PART_SIZE,
+      events: options.events ?? true,
       now: options.now ?? Date.now,
     };
     this.#hasher = new ChunkIdHasher(keys);
-    this.packer = new Packer(backend, keys, (commit) => this.#commitPack(commit), {
+    const packerOptions = {
       targetSize: this.options.packTargetSize,
       maxUploads: this.options.maxUploads,
       commitDelayMs: this.options.commitDelayMs,
-    });
-    this.reader = new PackReader(backend, keys, { cacheBytes: this.options.cacheBytes });
+    };
+    this.packer = new Packer(backend, keys, (commit) => this.#commitPack(commit, false), packerOptions);
+    this.writeBackPacker =
+      options.writeBackBackend === undefined ? undefined : new Packer(options.writeBackBackend, keys, (commit) => this.#commitPack(commit, true), packerOptions);
+    this.packBlobs = new PackBlobs(backend, options.writeBackBackend, meta);
+    this.reader = new PackReader(this.packBlobs, keys, { cacheBytes: this.options.cacheBytes });
     this.encoder = new RecordEncoder(keys, {
       level: this.options.compressionLevel,
       ...(options.encoderThreads === undefined ? {} : { threads: options.encoderThreads }),
     });
   }
 
-  /** Records an uploaded pack and its chunks. A chunk already indexed (a race between two writers that both stored it) keeps its record; the new copy is dead bytes for gc. */
-  async #commitPack(commit: PackCommit): Promise<void> {
-    await this.meta.transaction(async (tx) => {
-      tx.putPack(commit.pack);
+  /**
+   * Records an uploaded pack and its chunks, with its event (`pack-uploaded` for the cloud-first
+   * packer, `upload-needed` for the write-back packer). A chunk already indexed (a race between two
+   * writers that both stored it, or a cloud-durability write storing again a chunk that lives only
+   * in a write-back pack) keeps its record and references — except that a cloud pack's copy
+   * replaces a record pointing at a write-back pack not yet uploaded. The other copy is dead bytes
+   * for gc.
+   */
+  async #commitPack(commit: PackCommit, writeBack: boolean): Promise<void> {
+    await this.#transaction(async (tx) => {
+      const pack: PackRecord = writeBack ? { ...commit.pack, uploaded: false } : commit.pack;
+      tx.putPack(pack);
+      const packs = new Map<string, PackRecord | undefined>();
       for (const [id, rec] of commit.chunks) {
-        if ((await tx.getChunk(id)) === undefined) tx.putChunk(id, rec);
+        const old = await tx.getChunk(id);
+        if (old === undefined) tx.putChunk(id, rec);
+        else if (!writeBack && !(await ObjectStore.#inCloud(tx, old, packs))) tx.putChunk(id, { ...rec, refs: old.refs });
       }
-      tx.addCounters({ backendPuts: 1, backendBytesWritten: commit.pack.size });
+      if (writeBack) {
+        this.emitEvent(tx, { kind: "upload-needed", key: pack.id, data: { blobKey: pack.blobKey, size: pack.size } });
+      } else {
+        tx.addCounters({ backendPuts: 1, backendBytesWritten: pack.size });
+        this.emitEvent(tx, { kind: "pack-uploaded", key: pack.id, data: { blobKey: pack.blobKey, size: pack.size } });
+      }
     });
+  }
+
+  /** False when the chunk's record names a write-back pack not yet uploaded. */
+  static async #inCloud(r: MetaReader, rec: ChunkRecord, cache?: Map<string, PackRecord | undefined>): Promise<boolean> {
+    let p: PackRecord | undefined;
+    if (cache?.has(rec.packId) === true) p = cache.get(rec.packId);
+    else {
+      p = await r.getPack(rec.packId);
+      cache?.set(rec.packId, p);
+    }
+    return p?.uploaded !== false;
+  }
+
+  /**
+   * Appends an event to the outbox within `tx` (nothing when the store's `events` option is off).
+   * @internal For the store's own transactions and the garbage collector.
+   */
+  emitEvent(tx: MetaTx, event: OutboxEvent): void {
+    if (!this.options.events) return;
+    tx.appendEvent({ ...event, time: event.time ?? this.options.now() });
+    this.#eventsAppended++;
+  }
+
+  /**
+   * Calls `listener` after each transaction that appended events has committed (e.g. an outbox
+   * relay's notify()). Returns the function that removes it.
+   */
+  onEvents(listener: () => void): () => void {
+    this.#eventListeners.add(listener);
+    return () => this.#eventListeners.delete(listener);
+  }
+
+  /** The backend that holds a pack's blob: the write-back one until the pack is uploaded. */
+  backendOf(pack: Pick<PackRecord, "uploaded">): BlobBackend {
+    return this.packBlobs.backendOf(pack);
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      await this.packer.close();
+      await Promise.all([this.packer.close(), this.writeBackPacker?.close()]);
     } finally {
       await this.encoder.close();
     }
@@ -307,10 +427,21 @@ export class ObjectStore {
     if (this.#closed) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "the object store is closed");
   }
 
-  /** Runs a metadata transaction, turning a full disk into STOWAGE_NO_SPACE. */
+  /** Runs a metadata transaction, turning a full disk into STOWAGE_NO_SPACE; then tells event listeners. */
   async #transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
+    const before = this.#eventsAppended;
     try {
-      return await this.meta.transaction(fn);
+      const result = await this.meta.transaction(fn);
+      if (this.#eventsAppended !== before) {
+        for (const l of this.#eventListeners) {
+          try {
+            l();
+          } catch {
+            // a listener's failure is not the transaction's
+          }
+        }
+      }
+      return result;
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause;
       if (isStowageError(err, "STOWAGE_KV_IO") && (cause?.code === "ENOSPC" || cause?.code === "EDQUOT")) {
@@ -324,39 +455,74 @@ export class ObjectStore {
   // Buckets
   // ------------------------------------------------------------------------------------------
 
-  async createBucket(name: string, versioning: Versioning = "unversioned"): Promise<BucketRecord> {
+  /** Throws unless `policy` is a durability this store can honour. */
+  #checkDurability(policy: unknown): asserts policy is Durability {
+    if (policy !== "cloud" && policy !== "local") {
+      throw new StowageError("STOWAGE_INVALID_ARGUMENT", `durability must be cloud or local, got ${JSON.stringify(policy)}`);
+    }
+    if (policy === "local" && this.writeBackPacker === undefined) {
+      throw new StowageError("STOWAGE_INVALID_ARGUMENT", "write-back durability needs a local tier");
+    }
+  }
+
+  /**
+   * Creates a bucket. The second argument is its versioning (the older form) or options:
+   * versioning (default `unversioned`) and durability (default `cloud`).
+   */
+  async createBucket(name: string, options: Versioning | CreateBucketOptions = {}): Promise<BucketInfo> {
     this.#check();
     checkBucketName(name);
+    const o: CreateBucketOptions = typeof options === "string" ? { versioning: options } : options;
+    const durability = o.durability ?? "cloud";
+    this.#checkDurability(durability);
     return this.#transaction(async (tx) => {
       if ((await tx.getBucket(name)) !== undefined) throw new StowageError("STOWAGE_BUCKET_EXISTS", `bucket ${name} already exists`);
-      const rec: BucketRecord = { name, created: this.options.now(), versioning };
+      const rec: BucketRecord = { name, created: this.options.now(), versioning: o.versioning ?? "unversioned", ...(durability === "local" ? { durability } : {}) };
       tx.putBucket(rec);
-      return rec;
+      return bucketInfo(rec);
     });
   }
 
   /** Creates the bucket unless it exists (the CLI's "created on first put"). */
-  async ensureBucket(name: string): Promise<BucketRecord> {
+  async ensureBucket(name: string): Promise<BucketInfo> {
     checkBucketName(name);
     const existing = await this.meta.getBucket(name);
-    if (existing !== undefined) return existing;
+    if (existing !== undefined) return bucketInfo(existing);
     try {
       return await this.createBucket(name);
     } catch (err) {
-      if (isStowageError(err, "STOWAGE_BUCKET_EXISTS")) return (await this.meta.getBucket(name))!;
+      if (isStowageError(err, "STOWAGE_BUCKET_EXISTS")) return bucketInfo((await this.meta.getBucket(name))!);
       throw err;
     }
   }
 
-  async headBucket(name: string): Promise<BucketRecord> {
+  async headBucket(name: string): Promise<BucketInfo> {
     checkBucketName(name);
     const b = await this.meta.getBucket(name);
     if (b === undefined) throw new StowageError("STOWAGE_NO_SUCH_BUCKET", `bucket ${name} does not exist`);
-    return b;
+    return bucketInfo(b);
   }
 
-  listBuckets(): Promise<BucketRecord[]> {
-    return this.meta.listBuckets();
+  async listBuckets(): Promise<BucketInfo[]> {
+    return (await this.meta.listBuckets()).map(bucketInfo);
+  }
+
+  /**
+   * Sets a bucket's durability policy. It applies to writes that start afterwards; what was written
+   * before keeps the durability it had (write-back packs are uploaded as usual).
+   */
+  async setBucketDurability(name: string, policy: Durability): Promise<BucketInfo> {
+    this.#check();
+    checkBucketName(name);
+    this.#checkDurability(policy);
+    return this.#transaction(async (tx) => {
+      const b = await tx.getBucket(name);
+      if (b === undefined) throw new StowageError("STOWAGE_NO_SUCH_BUCKET", `bucket ${name} does not exist`);
+      const { durability: _d, ...rest } = b;
+      const rec: BucketRecord = policy === "local" ? { ...rest, durability: "local" } : rest;
+      tx.putBucket(rec);
+      return bucketInfo(rec);
+    });
   }
 
   async deleteBucket(name: string): Promise<void> {
@@ -370,55 +536,207 @@ export class ObjectStore {
   }
 
   /** Turns versioning on (`enabled`) or off (`suspended`); a bucket never returns to `unversioned`. */
-  async setVersioning(name: string, state: "enabled" | "suspended"): Promise<BucketRecord> {
+  async setVersioning(name: string, state: "enabled" | "suspended"): Promise<BucketInfo> {
     this.#check();
     checkBucketName(name);
     return this.#transaction(async (tx) => {
       const b = await tx.getBucket(name);
       if (b === undefined) throw new StowageError("STOWAGE_NO_SUCH_BUCKET", `bucket ${name} does not exist`);
-      if (b.versioning === "unversioned" && state === "suspended") return b;
+      if (b.versioning === "unversioned" && state === "suspended") return bucketInfo(b);
       const rec = { ...b, versioning: state };
       tx.putBucket(rec);
-      return rec;
+      return bucketInfo(rec);
     });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Durability: the tier manager's side
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Called by the tier's uploader once the cloud holds the write-back pack `blobKey`: records the
+   * pack as uploaded and emits `pack-uploaded`, in one transaction. Idempotent: true when it changed
+   * the record, false when the pack was already uploaded or is unknown (e.g. gc deleted it).
+   */
+  async markPackUploaded(blobKey: string): Promise<boolean> {
+    this.#check();
+    const id = packIdOfBlobKey(blobKey);
+    if (id === undefined) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `not a pack blob key: ${JSON.stringify(blobKey)}`);
+    // Shared lock: gc and rebuild-index (exclusive) rewrite pack records from what they read.
+    return this.lock.shared(() =>
+      this.#transaction(async (tx) => {
+        const p = await tx.getPack(id);
+        if (p === undefined || p.blobKey !== blobKey || p.uploaded !== false) return false;
+        const { uploaded: _u, ...rest } = p;
+        tx.putPack(rest);
+        tx.addCounters({ backendPuts: 1, backendBytesWritten: p.size });
+        this.emitEvent(tx, { kind: "pack-uploaded", key: p.id, data: { blobKey: p.blobKey, size: p.size } });
+        return true;
+      }),
+    );
+  }
+
+  /** Live packs written back locally and not yet uploaded (for the tier's uploader to reconcile at start). */
+  async *packsAwaitingUpload(): AsyncIterable<PackRecord> {
+    for await (const p of this.meta.listPacks()) if (p.uploaded === false && p.state === "live") yield p;
+  }
+
+  /**
+   * Blob keys of the packs holding chunks of any version of the objects under `bucket/prefix`
+   * (delete markers have none), and of the parts of multipart uploads under it. The tier manager
+   * pins them in the local tier. A snapshot of the moment: later writes may add packs.
+   */
+  async packsOf(bucket: string, prefix = ""): Promise<Set<string>> {
+    checkPrefix(prefix);
+    await this.headBucket(bucket);
+    const chunks = new Set<string>();
+    const out = new Set<string>();
+    const packs = new Map<string, string | undefined>();
+    const add = async (manifest: readonly ManifestEntry[]): Promise<void> => {
+      for (const e of manifest) {
+        const hex = e.chunkId.toString("hex");
+        if (chunks.has(hex)) continue;
+        chunks.add(hex);
+        const rec = await this.meta.getChunk(e.chunkId);
+        if (rec === undefined) continue;
+        let blobKey = packs.get(rec.packId);
+        if (!packs.has(rec.packId)) {
+          blobKey = (await this.meta.getPack(rec.packId))?.blobKey;
+          packs.set(rec.packId, blobKey);
+        }
+        if (blobKey !== undefined) out.add(blobKey);
+      }
+    };
+    for await (const h of this.meta.listVersions(bucket, prefix === "" ? {} : { prefix })) {
+      if (h.deleteMarker) continue;
+      const v = await this.meta.getVersion(bucket, h.key, h.versionId);
+      if (v !== undefined) await add(v.manifest);
+    }
+    for await (const u of this.meta.listUploads(bucket, prefix === "" ? {} : { prefix })) {
+      for await (const p of this.meta.listParts(u.uploadId)) await add(p.manifest);
+    }
+    return out;
+  }
+
+  /** The packer a bucket's writes go through, and whether they need cloud durability. */
+  #target(b: BucketRecord): { packer: Packer; cloud: boolean } {
+    if (b.durability === "local" && this.writeBackPacker !== undefined) return { packer: this.writeBackPacker, cloud: false };
+    return { packer: this.packer, cloud: true };
+  }
+
+  /** Chunks of `manifest` whose record names a write-back pack not yet uploaded. */
+  async #localOnlyChunks(r: MetaReader, manifest: readonly ManifestEntry[], seen: Set<string>, packs: Map<string, PackRecord | undefined>): Promise<Buffer[]> {
+    const out: Buffer[] = [];
+    for (const e of manifest) {
+      const hex = e.chunkId.toString("hex");
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      const rec = await r.getChunk(e.chunkId);
+      if (rec !== undefined && !(await ObjectStore.#inCloud(r, rec, packs))) out.push(e.chunkId);
+    }
+    return out;
+  }
+
+  /**
+   * Runs a transaction that commits versions referencing existing chunks (copy, snapshot, multipart
+   * completion). `fn` calls `needsCloud(bucket, manifest)` for each manifest it commits; when the
+   * bucket is cloud-policy and the manifest relies on chunks that live only in write-back packs,
+   * the transaction is abandoned, those chunks are stored again in cloud packs, and it runs again.
+   * Caller holds the shared lock.
+   */
+  async #commitReferences<T>(fn: (tx: MetaTx, needsCloud: (b: BucketRecord, manifest: readonly ManifestEntry[]) => Promise<void>) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const missing: Buffer[] = [];
+      try {
+        return await this.#transaction(async (tx) => {
+          const seen = new Set<string>();
+          const packs = new Map<string, PackRecord | undefined>();
+          const result = await fn(tx, async (b, manifest) => {
+            if (this.#target(b).cloud) missing.push(...(await this.#localOnlyChunks(tx, manifest, seen, packs)));
+          });
+          if (missing.length > 0) throw new NeedsCloudCopy(missing);
+          return result;
+        });
+      } catch (err) {
+        if (!(err instanceof NeedsCloudCopy)) throw err;
+        if (attempt >= MAX_CLOUD_COPY_ATTEMPTS) {
+          throw new StowageError("STOWAGE_BACKEND_IO", `could not make the chunks of the copy durable in the cloud tier in ${attempt} attempts (its source kept changing)`);
+        }
+      }
+      await this.#storeInCloud(missing);
+    }
+  }
+
+  /** Stores chunks that live only in write-back packs again, in cloud packs (their commit re-points the chunk records). */
+  async #storeInCloud(chunkIds: readonly Buffer[]): Promise<void> {
+    const dependsOn: Promise<void>[] = [];
+    const ended = this.packer.beginWriter();
+    try {
+      for (const id of chunkIds) {
+        const rec = await this.meta.getChunk(id);
+        if (rec === undefined) continue;
+        const pack = await this.meta.getPack(rec.packId);
+        if (pack === undefined || pack.uploaded !== false) continue;
+        const plain = await this.reader.readOne({ chunkId: id, packId: pack.id, blobKey: pack.blobKey, offset: rec.offset, storedLength: rec.storedLength, rawLength: rec.rawLength, method: rec.method });
+        const encoded = await this.encoder.encode(id, plain);
+        await this.packer.add({ chunkId: id, method: encoded.method, rawLength: plain.length, sealed: encoded.sealed });
+        const p = this.packer.whenCommitted(id);
+        if (p !== undefined) dependsOn.push(p);
+      }
+    } finally {
+      ended();
+    }
+    await this.packer.flush();
+    await Promise.all(dependsOn);
   }
 
   // ------------------------------------------------------------------------------------------
   // Writing objects
   // ------------------------------------------------------------------------------------------
 
-  /** Stores the stream's bytes durably in packs; returns the manifest. Caller holds the shared lock. */
-  async #ingestDurably(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
-    const result = await this.#ingest(source, options);
-    await this.#durable(result);
+  /** Stores the stream's bytes durably in packs (as the bucket's durability says); returns the manifest. Caller holds the shared lock. */
+  async #ingestDurably(b: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
+    const result = await this.#ingest(b, source, options);
+    await this.#durable(b, result);
     return result;
   }
 
-  /** Waits until every chunk `result` needs is durable in the bucket. */
-  async #durable(result: IngestResult): Promise<void> {
+  /** Waits until every chunk `result` needs is durable (in the cloud, or locally for write-back buckets). */
+  async #durable(b: BucketRecord, result: IngestResult): Promise<void> {
     // Group commit: every chunk this stream needs (its own, and pending ones of other writers it
     // deduplicated against) is in a pack that this flush waits for.
-    await this.packer.flush();
+    await this.#target(b).packer.flush();
     // Chunks found pending in packs that may have failed before this flush began (no flush covers
     // those any more): their failure is this stream's failure.
     await Promise.all(result.dependsOn);
   }
 
   /** Stores the stream's new chunks in packs (not yet durable) and checks its digest. */
-  async #ingest(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
-    const ended = this.packer.beginWriter();
+  async #ingest(b: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
+    const target = this.#target(b);
+    const ended = target.packer.beginWriter();
     try {
-      return await this.#ingestStream(source, options);
+      return await this.#ingestStream(target, source, options);
     } finally {
       ended();
     }
   }
 
-  async #ingestStream(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
+  async #ingestStream(target: { packer: Packer; cloud: boolean }, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
     const limits: { expectedSize?: number; maxSize: number } = { maxSize: options.maxSize };
     if (options.size !== undefined) limits.expectedSize = options.size;
+    const meta = this.meta;
     const result = await ingest(
-      { params: this.options.chunker, hasher: this.#hasher, packer: this.packer, encoder: this.encoder, meta: this.meta },
+      {
+        params: this.options.chunker,
+        hasher: this.#hasher,
+        packer: target.packer,
+        encoder: this.encoder,
+        meta,
+        // Cloud durability never relies on a chunk that lives only in a write-back pack.
+        // (Checked even without a write-back backend: packs written back in an earlier session may await upload.)
+        ...(target.cloud ? { usable: (rec: ChunkRecord) => ObjectStore.#inCloud(meta, rec) } : {}),
+      },
       source,
       limits,
     );
@@ -460,11 +778,21 @@ export class ObjectStore {
     this.#check();
     checkBucketName(bucket);
     checkObjectKey(key);
-    await this.headBucket(bucket);
+    const b = await this.headBucket(bucket);
     return this.lock.shared(async () => {
-      const data = await this.#ingestDurably(source, ingestOptionsOf(options));
+      const data = await this.#ingestDurably(b, source, ingestOptionsOf(options));
       return this.#transaction(async (tx) => this.#commitPut(tx, await this.#bucketIn(tx, bucket), key, data, options));
     });
+  }
+
+  /** Announces a committed version (object-created). */
+  #emitCreated(tx: MetaTx, v: ObjectVersion): void {
+    this.emitEvent(tx, { kind: "object-created", key: `${v.bucket}/${v.key}`, data: { bucket: v.bucket, key: v.key, versionId: v.versionId, size: v.size, etag: v.etag } });
+  }
+
+  /** Announces a removed version or a delete marker (object-deleted). */
+  #emitDeleted(tx: MetaTx, bucket: string, key: string, versionId: string, deleteMarker: boolean): void {
+    this.emitEvent(tx, { kind: "object-deleted", key: `${bucket}/${key}`, data: { bucket, key, versionId, deleteMarker } });
   }
 
   /** The new version of `key` made of `data`, committed in `tx`. */
@@ -486,6 +814,7 @@ export class ObjectStore {
     };
     await this.#commitVersion(tx, b, version);
     tx.addCounters({ plainPuts: 1, ingestedBytes: data.size });
+    this.#emitCreated(tx, version);
     return { bucket: b.name, key, versionId: version.versionId, etag: version.etag, size: version.size };
   }
 
@@ -500,7 +829,7 @@ export class ObjectStore {
     this.#check();
     checkBucketName(bucket);
     for (const it of items) checkObjectKey(it.key);
-    await this.headBucket(bucket);
+    const bucketRec = await this.headBucket(bucket);
     if (items.length === 0) return [];
     return this.lock.shared(async () => {
       const data: IngestResult[] = new Array<IngestResult>(items.length);
@@ -511,7 +840,7 @@ export class ObjectStore {
           const i = next++;
           const item = items[i]!;
           try {
-            data[i] = await this.#ingest(item.source(), ingestOptionsOf(item.options ?? {}));
+            data[i] = await this.#ingest(bucketRec, item.source(), ingestOptionsOf(item.options ?? {}));
           } catch (err) {
             failure ??= err;
           }
@@ -519,7 +848,7 @@ export class ObjectStore {
       };
       await Promise.all(Array.from({ length: Math.max(1, Math.min(options.concurrency ?? 4, items.length)) }, worker));
       if (failure !== undefined) throw failure;
-      for (const d of data) await this.#durable(d);
+      for (const d of data) await this.#durable(bucketRec, d);
       return this.#transaction(async (tx) => {
         const b = await this.#bucketIn(tx, bucket);
         const results: PutResult[] = [];
@@ -595,6 +924,7 @@ export class ObjectStore {
           if (v === undefined) return { versionId: options.versionId, deleteMarker: false };
           await tx.addRefs(v.manifest, -1);
           tx.deleteVersion(bucket, key, v.sequence);
+          this.#emitDeleted(tx, bucket, key, v.versionId, v.deleteMarker);
           return { versionId: v.versionId, deleteMarker: v.deleteMarker };
         }
         if (b.versioning === "unversioned") {
@@ -602,6 +932,7 @@ export class ObjectStore {
           if (v !== undefined) {
             await tx.addRefs(v.manifest, -1);
             tx.deleteVersion(bucket, key, v.sequence);
+            this.#emitDeleted(tx, bucket, key, v.versionId, false);
           }
           return { deleteMarker: false };
         }
@@ -621,6 +952,7 @@ export class ObjectStore {
           manifest: [],
         };
         await this.#commitVersion(tx, b, marker);
+        this.#emitDeleted(tx, bucket, key, marker.versionId, true);
         return { versionId: marker.versionId, deleteMarker: true };
       }),
     );
@@ -772,7 +1104,7 @@ export class ObjectStore {
     checkBucketName(dstBucket);
     checkObjectKey(dstKey);
     return this.lock.shared(() =>
-      this.#transaction(async (tx) => {
+      this.#commitReferences(async (tx, needsCloud) => {
         await this.#bucketIn(tx, srcBucket);
         const b = await this.#bucketIn(tx, dstBucket);
         const src = options.sourceVersionId === undefined ? await tx.getCurrent(srcBucket, srcKey) : await tx.getVersion(srcBucket, srcKey, options.sourceVersionId);
@@ -791,8 +1123,10 @@ export class ObjectStore {
           lastModified: this.options.now(),
           ...extras({ headers: replace ? options.headers : src.headers, tags: options.taggingDirective === "REPLACE" ? options.tags : src.tags }),
         };
+        await needsCloud(b, version.manifest);
         await this.#commitVersion(tx, b, version);
         tx.addCounters({ plainPuts: 1 });
+        this.#emitCreated(tx, version);
         return { bucket: dstBucket, key: dstKey, versionId: version.versionId, etag: version.etag, size: version.size };
       }),
     );
@@ -814,7 +1148,7 @@ export class ObjectStore {
     }
     await this.ensureBucket(dstBucket);
     return this.lock.shared(() =>
-      this.#transaction(async (tx) => {
+      this.#commitReferences(async (tx, needsCloud) => {
         await this.#bucketIn(tx, srcBucket);
         const b = await this.#bucketIn(tx, dstBucket);
         let objects = 0;
@@ -826,7 +1160,10 @@ export class ObjectStore {
           const key = dstPrefix + h.key.slice(srcPrefix.length);
           checkObjectKey(key);
           const sequence = await tx.nextSequence();
-          await this.#commitVersion(tx, b, { ...src, bucket: dstBucket, key, versionId: versionIdFor(b.versioning, sequence), sequence });
+          const version: ObjectVersion = { ...src, bucket: dstBucket, key, versionId: versionIdFor(b.versioning, sequence), sequence };
+          await needsCloud(b, version.manifest);
+          await this.#commitVersion(tx, b, version);
+          this.#emitCreated(tx, version);
           objects++;
           bytes += src.size;
         }
@@ -892,8 +1229,9 @@ export class ObjectStore {
     checkBucketName(bucket);
     ObjectStore.#checkPartNumber(partNumber);
     await this.#uploadIn(this.meta, bucket, uploadId);
+    const b = await this.headBucket(bucket);
     return this.lock.shared(async () => {
-      const data = await this.#ingestDurably(source, { ...options, maxSize: MAX_PUT_SIZE });
+      const data = await this.#ingestDurably(b, source, { ...options, maxSize: MAX_PUT_SIZE });
       const part: PartRecord = { uploadId, partNumber, size: data.size, etag: data.md5.toString("hex"), lastModified: this.options.now(), manifest: data.manifest };
       return this.#commitPart(uploadId, bucket, part, data.size);
     });
@@ -939,7 +1277,7 @@ export class ObjectStore {
     checkBucketName(bucket);
     if (parts.length === 0) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "a multipart completion must list at least one part");
     return this.lock.shared(() =>
-      this.#transaction(async (tx) => {
+      this.#commitReferences(async (tx, needsCloud) => {
         const b = await this.#bucketIn(tx, bucket);
         const upload = await this.#uploadIn(tx, bucket, uploadId);
         for (let i = 1; i < parts.length; i++) {
@@ -979,7 +1317,9 @@ export class ObjectStore {
           ...extras({ headers: upload.headers, tags: upload.tags }),
           manifest,
         };
+        await needsCloud(b, version.manifest);
         await this.#commitVersion(tx, b, version);
+        this.#emitCreated(tx, version);
         // The parts' references end with the upload (the version now holds its own).
         for await (const p of tx.listParts(uploadId)) {
           await tx.addRefs(p.manifest, -1);

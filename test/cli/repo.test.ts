@@ -554,4 +554,23 @@ describe("stowage CLI on a repository", { concurrency: true }, () => {
       await repo.dispose();
     }
   });
+
+  test("durability: shown, set to cloud (creating the bucket), local refused without a local tier, bad policy refused", async () => {
+    const repo = await Repo.create("durability");
+    try {
+      await repo.fails("STOWAGE_NO_SUCH_BUCKET", ["durability", "media"]);
+      const set = await repo.ok(["durability", "media", "cloud"]);
+      assert.match(set.out, /^media: durability cloud$/m);
+      assert.deepEqual(await repo.json<{ bucket: string; durability: string }>(["durability", "media"]), { bucket: "media", durability: "cloud" });
+      const local = await repo.fails("STOWAGE_INVALID_ARGUMENT", ["durability", "media", "local"]);
+      assert.match(local.stderr, /write-back durability needs a local tier/);
+      await repo.fails("STOWAGE_INVALID_ARGUMENT", ["durability", "fresh", "local"]);
+      await repo.fails("STOWAGE_NO_SUCH_BUCKET", ["durability", "fresh"]);
+      await repo.fails("STOWAGE_INVALID_ARGUMENT", ["durability", "media", "tape"]);
+      const buckets = await repo.json<Array<{ name: string; durability: string }>>(["ls"]);
+      assert.deepEqual(buckets.map((b) => [b.name, b.durability]), [["media", "cloud"]]);
+    } finally {
+      await repo.dispose();
+    }
+  });
 });

@@ -751,7 +751,7 @@ test("unknown record versions fail with STOWAGE_FORMAT_VERSION, damaged records 
   await store.close();
   // Damage rows directly (this test knows the layout of docs/FORMATS.md).
   const kv = await openKv(dir, BASE_KV);
-  await kv.put(Buffer.from("Bnewer"), Buffer.from([2, 0x7b, 0x7d]));
+  await kv.put(Buffer.from("Bnewer"), Buffer.from([3, 0x7b, 0x7d])); // bucket records are versions 1 and 2
   await kv.put(Buffer.from("Bjunk"), Buffer.from([1, 0x7b]));
   const chunkRow = Buffer.concat([Buffer.from("C"), id]);
   const chunkValue = (await kv.get(chunkRow))!;

@@ -346,3 +346,24 @@ test("virtual-hosted-style addressing works beside path style", async () => {
   const got = await c.send(new GetObjectCommand({ Bucket: "vhost", Key: "v/key.txt" }));
   assert.equal((await bodyBytes(got)).toString(), "virtual");
 });
+
+test("CreateBucket with x-stowage-durability: cloud accepted; local needs a local tier; a bad value is InvalidArgument", async () => {
+  const withDurability = (bucket: string, value: string): CreateBucketCommand => {
+    const cmd = new CreateBucketCommand({ Bucket: bucket });
+    cmd.middlewareStack.add(
+      (next) => async (args) => {
+        (args.request as { headers: Record<string, string> }).headers["x-stowage-durability"] = value;
+        return next(args);
+      },
+      { step: "build", name: "stowageDurabilityHeader" },
+    );
+    return cmd;
+  };
+  await c.send(withDurability("dur-cloud", "cloud"));
+  assert.equal((await ep.repo.store.headBucket("dur-cloud")).durability, "cloud");
+  // This endpoint's store has no write-back backend.
+  await s3Error(c.send(withDurability("dur-local", "local")), "InvalidArgument", 400);
+  await s3Error(c.send(withDurability("dur-bad", "tape")), "InvalidArgument", 400);
+  await s3Error(c.send(new HeadBucketCommand({ Bucket: "dur-local" })), "NotFound", 404);
+  await s3Error(c.send(new HeadBucketCommand({ Bucket: "dur-bad" })), "NotFound", 404);
+});

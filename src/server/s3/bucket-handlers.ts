@@ -59,7 +59,12 @@ export async function handleBucket(r: S3Request): Promise<void> {
       if (cfg.locationConstraint !== undefined && cfg.locationConstraint !== "" && cfg.locationConstraint !== r.region) {
         throw new S3Error("InvalidLocationConstraint", 400, `The specified location-constraint is not valid: this endpoint serves ${r.region}`);
       }
-      await store.createBucket(bucket);
+      // Stowage's extension: the bucket's durability policy (docs/ARCHITECTURE.md, "Durability").
+      const durability = header(r.req, "x-stowage-durability");
+      if (durability !== undefined && durability !== "cloud" && durability !== "local") {
+        throw s3.invalidArgument("x-stowage-durability must be cloud or local", "x-stowage-durability");
+      }
+      await store.createBucket(bucket, durability === undefined ? {} : { durability });
       sendEmpty(r, 200, { location: `/${bucket}` });
       return;
     }
