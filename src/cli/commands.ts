@@ -5,14 +5,17 @@
  */
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import { dirname, join, relative, sep, basename } from "node:path";
+import { dirname, join, relative, sep, basename, resolve as resolvePath } from "node:path";
 import { randomBytes } from "node:crypto";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import type { Command } from "commander";
 import { StowageError } from "../errors.js";
 import { keysFromEnvironment } from "../codec/keys.js";
-import { initRepository } from "../store/repository.js";
+import { initRepository, type InitOptions } from "../store/repository.js";
+import type { S3Settings } from "../store/locations.js";
+import { parseEventsUrl, type TiersConfig } from "../store/tiering.js";
+import type { TierManagerStats } from "../tier/stats.js";
 import { collectGarbage } from "../store/gc.js";
 import { fsck } from "../store/fsck.js";
 import { rebuildIndex } from "../store/rebuild.js";
@@ -32,6 +35,17 @@ function out(line: string): void {
 
 function json(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** A byte count: an integer, optionally with a unit (`500GB`, `2TiB`, `1.5T`). */
+export function sizeOption(value: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m === null ? undefined : SIZE_UNITS[m[2]!.toLowerCase()];
+  const n = m === null || unit === undefined ? Number.NaN : Math.floor(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `${name} must be a size such as 500GB or 2TiB, got ${JSON.stringify(value)}`);
+  return n;
 }
 
 function intOption(value: string, name: string, min = 0): number {
@@ -185,7 +199,60 @@ function statsText(s: StoreStats): string {
     ["packs", `${s.packs}, mean ${formatBytes(s.meanPackSize)}${s.retiredPacks > 0 ? ` (+${s.retiredPacks} retired)` : ""}`],
     ["bucket PUTs", `${s.backendPuts} (plain one-object-per-key upload: ${s.plainPuts})`],
     ["monthly cost", `$${s.monthlyCost.toFixed(4)} (plain: $${s.plainMonthlyCost.toFixed(4)})`],
+    ["awaiting upload", `${s.packsAwaitingUpload} write-back packs, ${formatBytes(s.bytesAwaitingUpload)}`],
+    ["outbox", `${s.outboxEvents} events not yet in the event log (relayed by \`stowage serve\`)`],
   ];
+  return rows.map(([k, v]) => `${k.padEnd(19)}${v}`).join("\n");
+}
+
+interface InitTierFlags {
+  bucket?: string;
+  s3Endpoint?: string;
+  s3Region?: string;
+  s3PathStyle?: boolean;
+  s3StorageClass?: string;
+  localTier?: string;
+  localCapacity?: string;
+  secondary?: string;
+  events?: string;
+}
+
+/** The tier settings of `init`'s flags (the bucket also from STOWAGE_BUCKET). */
+function tierSettings(opts: InitTierFlags): Pick<InitOptions, "bucket" | "s3" | "tiers" | "events"> {
+  const out: Pick<InitOptions, "bucket" | "s3" | "tiers" | "events"> = {};
+  const bucket = opts.bucket ?? (process.env.STOWAGE_BUCKET || undefined);
+  if (bucket !== undefined) out.bucket = bucket;
+  const s3: S3Settings = {};
+  if (opts.s3Endpoint !== undefined) s3.endpoint = opts.s3Endpoint;
+  if (opts.s3Region !== undefined) s3.region = opts.s3Region;
+  if (opts.s3PathStyle === true) s3.forcePathStyle = true;
+  if (opts.s3StorageClass !== undefined) s3.storageClass = opts.s3StorageClass;
+  if (Object.keys(s3).length > 0) out.s3 = s3;
+  if ((opts.localTier === undefined) !== (opts.localCapacity === undefined)) {
+    throw new StowageError("STOWAGE_INVALID_ARGUMENT", "--local-tier and --local-capacity go together");
+  }
+  const tiers: TiersConfig = {};
+  if (opts.localTier !== undefined && opts.localCapacity !== undefined) {
+    tiers.local = { path: resolvePath(opts.localTier), capacityBytes: sizeOption(opts.localCapacity, "--local-capacity") };
+  }
+  if (opts.secondary !== undefined) tiers.secondary = { bucket: opts.secondary, ...(out.s3 === undefined ? {} : { s3: out.s3 }) };
+  if (Object.keys(tiers).length > 0) out.tiers = tiers;
+  if (opts.events !== undefined) out.events = parseEventsUrl(opts.events);
+  return out;
+}
+
+function tierStatsText(t: TierManagerStats, lagKnown: boolean): string {
+  const rows: Array<[string, string]> = [];
+  const usage = (x: { bytes: number | undefined; packs: number | undefined }): string =>
+    x.bytes === undefined || x.packs === undefined ? "not scanned (--scan)" : `${formatBytes(x.bytes)} in ${x.packs} blobs`;
+  rows.push(["cloud tier", usage(t.cloud)]);
+  if (t.local !== undefined) {
+    rows.push(["local tier", `${formatBytes(t.local.bytes)} in ${t.local.packs} blobs, capacity ${formatBytes(t.local.capacityBytes)} (purge from ${formatBytes(t.local.highWatermarkBytes)} down to ${formatBytes(t.local.lowWatermarkBytes)})`]);
+  }
+  if (t.secondary !== undefined) rows.push(["secondary tier", usage(t.secondary)]);
+  if (lagKnown) {
+    for (const [group, lag] of Object.entries(t.lag)) rows.push([`${group} backlog`, lag === undefined ? "unknown (event log unavailable)" : `${lag} events`]);
+  }
   return rows.map(([k, v]) => `${k.padEnd(19)}${v}`).join("\n");
 }
 
@@ -199,8 +266,17 @@ export function registerRepositoryCommands(program: Command): void {
     .option("--chunk-avg <bytes>", "average chunk, a power of two (default 1 MiB)")
     .option("--chunk-max <bytes>", "largest chunk (default 4 MiB)")
     .option("--kdf-cost <log2N>", "scrypt cost of the key file, log2 of N (default 16)")
+    .option("--bucket <url>", "the cloud tier: file:///PATH, a directory, or s3://BUCKET/PREFIX (default: DATA/bucket; env STOWAGE_BUCKET)")
+    .option("--s3-endpoint <url>", "S3-compatible service URL (default: AWS)")
+    .option("--s3-region <region>", "S3 region")
+    .option("--s3-path-style", "path-style S3 requests (most non-AWS services)")
+    .option("--s3-storage-class <class>", "storage class of the packs written (e.g. STANDARD_IA)")
+    .option("--local-tier <dir>", "a local tier: on-premise copies of the packs, read first")
+    .option("--local-capacity <size>", "bytes the local tier may hold (e.g. 500GB); purged between 90% and 75%")
+    .option("--secondary <url>", "a secondary tier that receives a copy of every pack (file:// or s3://)")
+    .option("--events <url>", "event log: embedded (default) or kafka://HOST:PORT[,HOST:PORT]/TOPIC")
     .option("--json", "print the configuration as JSON")
-    .action(async (opts: DataOpt & { packSize?: string; chunkMin?: string; chunkAvg?: string; chunkMax?: string; kdfCost?: string; json?: boolean }) => {
+    .action(async (opts: DataOpt & InitTierFlags & { packSize?: string; chunkMin?: string; chunkAvg?: string; chunkMax?: string; kdfCost?: string; json?: boolean }) => {
       const dir = dataDir(opts.data);
       const keys = keysFromEnvironment();
       const pass = await passphrase({ confirm: true });
@@ -217,6 +293,7 @@ export function registerRepositoryCommands(program: Command): void {
         chunker,
         ...(opts.packSize === undefined ? {} : { packTargetSize: intOption(opts.packSize, "--pack-size", 4096) }),
         ...(opts.kdfCost === undefined ? {} : { keyFile: { scrypt: { log2N: intOption(opts.kdfCost, "--kdf-cost", 1), r: 8, p: 1 } } }),
+        ...tierSettings(opts),
       });
       if (opts.json === true) json({ dir, ...config });
       else out(`initialized Stowage repository ${config.repositoryId} in ${dir} (key id ${config.keyId})`);
@@ -563,14 +640,21 @@ export function registerRepositoryCommands(program: Command): void {
     .option("--data <dir>", "data directory")
     .option("--price-storage <usd>", "USD per GiB-month", String(S3_STANDARD_PRICES.storagePerGiBMonth))
     .option("--price-put <usd>", "USD per 1,000 PUT requests", String(S3_STANDARD_PRICES.putPer1000))
+    .option("--scan", "also list the cloud and secondary tiers to count their blobs and bytes (LIST requests)")
     .option("--json", "print one JSON object")
-    .action(async (opts: DataOpt & { priceStorage: string; pricePut: string; json?: boolean }) => {
+    .action(async (opts: DataOpt & { priceStorage: string; pricePut: string; scan?: boolean; json?: boolean }) => {
       const prices = { ...S3_STANDARD_PRICES, storagePerGiBMonth: Number(opts.priceStorage), putPer1000: Number(opts.pricePut) };
       if (!(prices.storagePerGiBMonth >= 0) || !(prices.putPer1000 >= 0)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "prices must be non-negative numbers");
-      await withRepo(opts.data, async (repo) => {
-        const s = await computeStats(repo.meta, prices);
-        if (opts.json === true) json(s);
-        else out(statsText(s));
-      });
+      // With services, the repository opens its configured event log, so the workers' backlogs can be read.
+      await withRepo(
+        opts.data,
+        async (repo) => {
+          const s = await computeStats(repo.meta, prices);
+          const tiers = await repo.tiers.stats({ scan: opts.scan === true });
+          if (opts.json === true) json({ ...s, tiers });
+          else out(statsText(s) + "\n" + tierStatsText(tiers, true));
+        },
+        { services: true },
+      );
     });
 }

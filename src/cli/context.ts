@@ -6,8 +6,7 @@
 import { resolve } from "node:path";
 import { StowageError } from "../errors.js";
 import { keysFromEnvironment } from "../codec/keys.js";
-import { openRepository, readConfig, readMasterKeyFile, type Repository } from "../store/repository.js";
-import type { ObjectStoreOptions } from "../store/store.js";
+import { openRepository, readConfig, readMasterKeyFile, type OpenOptions, type Repository } from "../store/repository.js";
 
 export const DATA_ENV = "STOWAGE_DATA";
 export const PASSPHRASE_ENV = "STOWAGE_PASSPHRASE";
@@ -73,7 +72,7 @@ export async function passphrase(options: { confirm?: boolean } = {}): Promise<s
   return first;
 }
 
-export async function openRepo(dataFlag: string | undefined, options: ObjectStoreOptions = {}): Promise<Repository> {
+export async function openRepo(dataFlag: string | undefined, options: RepoOptions = {}): Promise<Repository> {
   const dir = dataDir(dataFlag);
   const keys = keysFromEnvironment();
   if (keys !== undefined) return openRepository(dir, { ...options, keys });
@@ -102,7 +101,10 @@ export function parseBucketPath(text: string): BucketPath {
   return i < 0 ? { bucket: text, key: "" } : { bucket: text.slice(0, i), key: text.slice(i + 1) };
 }
 
-export async function withRepo<T>(dataFlag: string | undefined, fn: (repo: Repository) => Promise<T>, options: ObjectStoreOptions = {}): Promise<T> {
+/** What a command may ask of openRepository besides the key. */
+export type RepoOptions = Omit<OpenOptions, "keys" | "passphrase">;
+
+export async function withRepo<T>(dataFlag: string | undefined, fn: (repo: Repository) => Promise<T>, options: RepoOptions = {}): Promise<T> {
   const repo = await openRepo(dataFlag, options);
   try {
     return await fn(repo);

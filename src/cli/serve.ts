@@ -5,12 +5,12 @@
  * and serves until SIGINT/SIGTERM, when it drains requests in flight and closes the store.
  */
 import type { Command } from "commander";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { RepositoryKeys, keysFromEnvironment } from "../codec/keys.js";
 import { initRepository, openRepository, repositoryExists, writeMasterKeyFile, readMasterKeyFile } from "../store/repository.js";
 import { S3Server } from "../server/s3/server.js";
 import { resolveServeConfig, type ServeFlags } from "../server/config.js";
-import { Metrics, storeStatsSource } from "../server/metrics.js";
+import { Metrics, storeStatsSource, tierStatsSource } from "../server/metrics.js";
 import { addAccessKey, listAccessKeys, loadCredentials, removeAccessKey } from "../server/credentials.js";
 import { dataDir, PASSPHRASE_ENV } from "./context.js";
 
@@ -18,7 +18,7 @@ function note(line: string): void {
   process.stderr.write(line + "\n");
 }
 
-async function openOrCreate(dir: string, commitDelayMs: number, cacheBytes: number): Promise<Awaited<ReturnType<typeof openRepository>>> {
+async function openOrCreate(dir: string, commitDelayMs: number, cacheBytes: number, logger: Logger): Promise<Awaited<ReturnType<typeof openRepository>>> {
   const passphrase = process.env[PASSPHRASE_ENV] || undefined;
   const envKeys = keysFromEnvironment();
   if (!(await repositoryExists(dir))) {
@@ -33,7 +33,10 @@ async function openOrCreate(dir: string, commitDelayMs: number, cacheBytes: numb
       note(`stowage: (for real use: \`STOWAGE_PASSPHRASE=... stowage init\` seals the key with a passphrase)`);
     }
   }
-  const options = { commitDelayMs, cacheBytes };
+  const onBackgroundError = (err: unknown, context: string): void => {
+    logger.warn({ err: err instanceof Error ? err.message : String(err), context }, "background work failed; retrying");
+  };
+  const options = { commitDelayMs, cacheBytes, services: true, onBackgroundError };
   if (envKeys !== undefined) return openRepository(dir, { ...options, keys: envKeys });
   if ((await readMasterKeyFile(dir)) !== undefined && passphrase === undefined) return openRepository(dir, options);
   return openRepository(dir, { ...options, ...(passphrase === undefined ? {} : { passphrase }) });
@@ -55,14 +58,15 @@ export function registerServe(program: Command): void {
     .action(async (opts: ServeFlags & { data?: string }) => {
       const config = await resolveServeConfig(opts);
       const dir = dataDir(opts.data);
-      const repo = await openOrCreate(dir, config.commitDelayMs, config.cacheBytes);
       const logger = pino({ level: config.logLevel, base: undefined });
+      const repo = await openOrCreate(dir, config.commitDelayMs, config.cacheBytes, logger);
       let server: S3Server;
       try {
         const creds = await loadCredentials(dir);
         const metrics = new Metrics();
         // The store's figures scan the metadata: at most once a minute, however often Prometheus scrapes.
         metrics.addSource(storeStatsSource(repo.meta), 60_000);
+        metrics.addSource(tierStatsSource(repo.tiers, repo.relay), 5_000);
         server = new S3Server({ store: repo.store, credentials: creds.ring, region: config.region, domains: config.domains, logger, metrics });
         const addr = await server.listen(config.port, config.address);
         const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
@@ -72,7 +76,8 @@ export function registerServe(program: Command): void {
         if (creds.generated) note(`stowage: secret key ${creds.root.secretAccessKey}   (generated now; kept in ${dir}/credentials.json)`);
         else if (creds.source === "file") note(`stowage: secret key in ${dir}/credentials.json`);
         else note("stowage: secret key from STOWAGE_ROOT_SECRET_KEY");
-        logger.info({ endpoint: `http://${host}:${addr.port}`, data: dir }, "listening");
+        repo.startServices();
+        logger.info({ endpoint: `http://${host}:${addr.port}`, data: dir, cloud: repo.config.bucket, events: repo.events.location }, "listening");
       } catch (err) {
         await repo.close();
         throw err;

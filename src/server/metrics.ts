@@ -14,6 +14,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { MetaReader } from "../meta/types.js";
 import { computeStats } from "../store/stats.js";
+import type { TierManager } from "../tier/manager.js";
+import type { TierStats } from "../tier/stats.js";
+import type { OutboxRelay } from "../events/outbox.js";
 
 /** One gauge value. Names are completed with the `stowage_` prefix. */
 export interface MetricSample {
@@ -119,5 +122,53 @@ export function storeStatsSource(meta: MetaReader): MetricsSource {
       g("monthly_cost_dollars", "One month of storage plus the write requests so far, at S3 Standard prices.", s.monthlyCost),
       g("plain_monthly_cost_dollars", "The same for a plain one-object-per-key bucket.", s.plainMonthlyCost),
     ];
+  };
+}
+
+/** Gauges of the tiers (per tier: bytes, packs, requests, egress; hydration backlog, event lag, purges) and of the outbox relay. */
+export function tierStatsSource(tiers: TierManager, relay?: OutboxRelay): MetricsSource {
+  return async () => {
+    const s = await tiers.stats();
+    const out: MetricSample[] = [];
+    const tierRows: Array<[string, TierStats | undefined]> = [
+      ["cloud", s.cloud],
+      ["local", s.local],
+      ["secondary", s.secondary],
+    ];
+    for (const [tier, t] of tierRows) {
+      if (t === undefined) continue;
+      if (t.bytes !== undefined) out.push({ name: "tier_bytes", help: "Bytes of blobs in the tier (cloud and secondary: as of the last scan).", labels: { tier }, value: t.bytes });
+      if (t.packs !== undefined) out.push({ name: "tier_packs", help: "Blobs (packs) in the tier (cloud and secondary: as of the last scan).", labels: { tier }, value: t.packs });
+      for (const kind of ["puts", "gets", "heads", "lists", "deletes"] as const) {
+        out.push({ name: "tier_requests", help: "Requests made to the tier since the gateway started, by kind.", labels: { tier, kind }, value: t.requests[kind] });
+      }
+      out.push({ name: "tier_bytes_written", help: "Bytes written to the tier since the gateway started.", labels: { tier }, value: t.requests.bytesWritten });
+      out.push({ name: "tier_egress_bytes", help: "Bytes read out of the tier since the gateway started (0 for the local tier).", labels: { tier }, value: t.egressBytes });
+    }
+    if (s.local !== undefined) {
+      out.push({ name: "tier_local_capacity_bytes", help: "Configured capacity of the local tier.", value: s.local.capacityBytes });
+      out.push({ name: "tier_local_awaiting_upload", help: "Write-back packs not yet uploaded to the cloud.", value: s.local.awaitingUpload });
+    }
+    if (s.hydrationBacklog.lag !== undefined) out.push({ name: "tier_hydration_backlog", help: "Events the hydrator has not handled yet.", value: s.hydrationBacklog.lag });
+    for (const [group, lag] of Object.entries(s.lag)) {
+      if (lag !== undefined) out.push({ name: "tier_event_lag", help: "Events appended and not yet committed, per tier worker.", labels: { worker: group }, value: lag });
+    }
+    const c = s.counters;
+    const counters: Array<[string, string, number]> = [
+      ["tier_hydrations", "Packs copied cloud to local since the gateway started.", c.hydrations],
+      ["tier_uploads", "Write-back packs copied local to cloud since the gateway started.", c.uploads],
+      ["tier_secondary_copies", "Packs copied to the secondary tier since the gateway started.", c.secondaryCopies],
+      ["tier_purges", "Local copies dropped by the purger since the gateway started.", c.purges],
+      ["tier_purged_bytes", "Bytes of local copies dropped by the purger since the gateway started.", c.purgedBytes],
+      ["tier_local_misses", "Reads the local tier could not serve since the gateway started.", c.localMisses],
+      ["tier_local_write_failures", "Failed local copies of cloud-first puts since the gateway started.", c.localWriteFailures],
+    ];
+    for (const [name, help, value] of counters) out.push({ name, help, value });
+    if (relay !== undefined) {
+      const r = relay.stats();
+      out.push({ name: "outbox_pending", help: "Events committed with metadata and not yet in the event log.", value: r.pending });
+      out.push({ name: "outbox_relay_failures", help: "Failed outbox relay passes since the gateway started.", value: r.failures });
+    }
+    return out;
   };
 }

@@ -7,6 +7,15 @@
  *   DATA/meta/          the metadata store (kv)
  *   DATA/bucket/        the embedded default bucket: a local directory acting as the cloud bucket;
  *                       it also holds a copy of the sealed key under keys/<key id>
+ *   DATA/events/        the embedded event log (kv), opened only by `stowage serve`
+ *
+ * The configuration names the cloud tier (`bucket`: a directory or an s3:// URL, see
+ * locations.ts) and, optionally, a local and a secondary tier and the event log (tiering.ts).
+ * Opening builds the chain: tiers (TierManager) under the object store, the outbox relay from the
+ * metadata to the event log. One-shot commands open it without services: the tiers' views work
+ * (reads prefer a local copy, cloud-first puts also write one), but no worker runs and tier
+ * requests (hydrate-needed) go to a throwaway in-memory log; the events the store commits wait in
+ * its outbox until `stowage serve` relays them.
  */
 import { mkdir, open as openFile, readFile, rename, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -24,8 +33,14 @@ import {
   type RepositoryKeys,
 } from "../codec/keys.js";
 import { DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE } from "../codec/chunker.js";
-import { LocalBackend } from "../backend/local.js";
 import type { BlobBackend } from "../backend/backend.js";
+import type { EventLog } from "../events/types.js";
+import { MemoryEventLog } from "../events/memory.js";
+import { OutboxRelay } from "../events/outbox.js";
+import { TierManager } from "../tier/manager.js";
+import type { TierManagerOptions } from "../tier/config.js";
+import { openLocation, type S3Settings } from "./locations.js";
+import { checkTiering, openEventLog, openTierBackends, type EventsConfig, type TiersConfig } from "./tiering.js";
 import { openKvMetadataStore } from "../meta/kv-store.js";
 import type { MetadataStore } from "../meta/types.js";
 import { ObjectStore, type ObjectStoreOptions } from "./store.js";
@@ -53,8 +68,14 @@ export interface RepositoryConfig {
   created: string;
   chunker: { minSize: number; avgSize: number; maxSize: number };
   packTargetSize: number;
-  /** The bucket: `file://` URL, or a path relative to the data directory. */
+  /** The cloud tier: `file://` URL, a path relative to the data directory, or `s3://BUCKET/PREFIX`. */
   bucket: string;
+  /** Settings of an s3:// bucket (endpoint, region, path style, ...; never credentials). */
+  s3?: S3Settings;
+  /** Local and secondary tiers, pins (tiering.ts). */
+  tiers?: TiersConfig;
+  /** The event log; default embedded (DATA/events). */
+  events?: EventsConfig;
 }
 
 export interface InitOptions {
@@ -66,6 +87,11 @@ export interface InitOptions {
   packTargetSize?: number;
   /** Key-file KDF cost (tests lower it). */
   keyFile?: KeyFileOptions;
+  /** The cloud tier (default `bucket`, i.e. DATA/bucket). */
+  bucket?: string;
+  s3?: S3Settings;
+  tiers?: TiersConfig;
+  events?: EventsConfig;
 }
 
 export interface OpenOptions extends ObjectStoreOptions {
@@ -73,29 +99,73 @@ export interface OpenOptions extends ObjectStoreOptions {
   passphrase?: string;
   /** Keys supplied directly; checked against the repository's key id. */
   keys?: RepositoryKeys;
+  /**
+   * Run the background services (`stowage serve`): open the configured event log, and let
+   * {@link Repository.startServices} start the outbox relay and the tier workers. Default false.
+   */
+  services?: boolean;
+  /** An event log to use instead of the configured one (tests). */
+  eventLog?: EventLog;
+  /** Wraps each tier's backend as it is opened (tests inject faults or count requests). */
+  wrapBackend?: (tier: "cloud" | "local" | "secondary", backend: BlobBackend) => BlobBackend;
+  /** Told about failures of background work (tier workers, the outbox relay), which is retried. */
+  onBackgroundError?: (err: unknown, context: string) => void;
+  /** Options of the tier manager beyond the configuration (tests: intervals, clock). */
+  tierOptions?: Partial<Pick<TierManagerOptions, "purgeIntervalMs" | "pollWaitMs" | "retryBaseMs" | "retryMaxMs" | "onError">>;
 }
 
-/** An open repository: its configuration, keys, bucket, metadata and the object store on top. */
+/** An open repository: its configuration, keys, tiers, metadata, events and the object store on top. */
 export class Repository {
+  #servicesRunning = false;
+  #unsubscribe: (() => void) | undefined;
+
   constructor(
     readonly dir: string,
     readonly config: RepositoryConfig,
     readonly keys: RepositoryKeys,
+    /** The cloud tier's backend (as opened, before the tier manager's counting). */
     readonly backend: BlobBackend,
     readonly meta: MetadataStore,
     readonly store: ObjectStore,
+    readonly tiers: TierManager,
+    readonly events: EventLog,
+    readonly relay: OutboxRelay,
+    /** Every backend opened for the tiers (closed last). */
+    private readonly backends: readonly BlobBackend[],
   ) {}
 
+  /** Starts the outbox relay and the tier workers (hydrator, uploader, secondary copier, purge). */
+  startServices(): void {
+    if (this.#servicesRunning) return;
+    this.#servicesRunning = true;
+    this.#unsubscribe = this.store.onEvents(() => this.relay.notify());
+    this.relay.start();
+    this.tiers.start();
+  }
+
   async close(): Promise<void> {
-    try {
-      await this.store.close();
-    } finally {
+    const steps: Array<() => Promise<unknown>> = [
+      () => this.tiers.stop(),
+      async () => {
+        this.#unsubscribe?.();
+        if (this.#servicesRunning) await this.relay.stop();
+      },
+      () => this.store.close(),
+      // Events the store committed during close (its last packs) reach the log when it can take them.
+      async () => (this.#servicesRunning ? this.relay.flush().catch(() => undefined) : undefined),
+      () => this.meta.close(),
+      () => this.events.close(),
+      ...this.backends.map((b) => () => b.close()),
+    ];
+    let first: unknown;
+    for (const step of steps) {
       try {
-        await this.meta.close();
-      } finally {
-        await this.backend.close();
+        await step();
+      } catch (err) {
+        first ??= err;
       }
     }
+    if (first !== undefined) throw first;
   }
 }
 
@@ -169,9 +239,13 @@ export async function initRepository(dir: string, options: InitOptions): Promise
     created: new Date().toISOString(),
     chunker,
     packTargetSize,
-    bucket: "bucket",
+    bucket: options.bucket ?? "bucket",
+    ...(options.s3 === undefined ? {} : { s3: options.s3 }),
+    ...(options.tiers === undefined ? {} : { tiers: options.tiers }),
+    ...(options.events === undefined ? {} : { events: options.events }),
   };
-  const backend = await LocalBackend.open(join(dir, config.bucket));
+  checkTiering(config);
+  const backend = await openLocation(config.bucket, dir, config.s3);
   try {
     if (keyFile !== undefined) {
       await backend.put(`keys/${config.keyId}`, keyFile);
@@ -214,6 +288,11 @@ export async function readConfig(dir: string): Promise<RepositoryConfig> {
     throw new StowageError("STOWAGE_KEY_FORMAT", `${path} is missing fields: the repository configuration is damaged`);
   }
   checkChunker(c.chunker);
+  try {
+    checkTiering(c);
+  } catch (err) {
+    throw new StowageError("STOWAGE_INVALID_ARGUMENT", `${path}: ${(err as Error).message}`);
+  }
   return c as RepositoryConfig;
 }
 
@@ -277,20 +356,61 @@ export async function openRepository(dir: string, options: OpenOptions = {}): Pr
   dir = resolve(dir);
   const config = await readConfig(dir);
   const keys = await loadKeys(dir, config, options);
-  const bucketDir = config.bucket.startsWith("file://") ? new URL(config.bucket).pathname : join(dir, config.bucket);
-  const backend = await LocalBackend.open(bucketDir);
-  let meta: MetadataStore;
+  const wrap = options.wrapBackend ?? ((_tier, b) => b);
+  const opened: BlobBackend[] = [];
+  const cleanup: Array<{ close(): Promise<void> }> = [];
   try {
-    meta = await openKvMetadataStore(join(dir, "meta"));
+    const cloud = await openLocation(config.bucket, dir, config.s3);
+    opened.push(cloud);
+    const { local, secondary } = await openTierBackends(config.tiers, dir);
+    if (local !== undefined) opened.push(local);
+    if (secondary !== undefined) opened.push(secondary);
+    const meta = await openKvMetadataStore(join(dir, "meta"));
+    cleanup.push(meta);
+    const events = options.eventLog ?? (options.services === true ? await openEventLog(config.events, dir) : new MemoryEventLog());
+    cleanup.push(events);
+    const ref: { store?: ObjectStore } = {};
+    const storeOf = (): ObjectStore => {
+      if (ref.store === undefined) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "the object store is not open yet");
+      return ref.store;
+    };
+    const localTier = config.tiers?.local;
+    const tiers = await TierManager.open({
+      cloud: wrap("cloud", cloud),
+      ...(local === undefined || localTier === undefined
+        ? {}
+        : {
+            local: {
+              backend: wrap("local", local),
+              capacityBytes: localTier.capacityBytes,
+              ...(localTier.highWatermark === undefined ? {} : { highWatermark: localTier.highWatermark }),
+              ...(localTier.lowWatermark === undefined ? {} : { lowWatermark: localTier.lowWatermark }),
+            },
+          }),
+      ...(secondary === undefined ? {} : { secondary: wrap("secondary", secondary) }),
+      events,
+      ...(config.tiers?.readHydrate === undefined ? {} : { readHydrate: config.tiers.readHydrate }),
+      ...(config.tiers?.pins === undefined || config.tiers.pins.length === 0 ? {} : { pins: config.tiers.pins }),
+      packsOf: (bucket, prefix) => storeOf().packsOf(bucket, prefix),
+      markPackUploaded: async (blobKey) => {
+        await storeOf().markPackUploaded(blobKey);
+      },
+      ...(options.onBackgroundError === undefined ? {} : { onError: options.onBackgroundError }),
+      ...options.tierOptions,
+    });
+    const { services: _services, eventLog: _eventLog, wrapBackend: _wrap, tierOptions: _tierOptions, onBackgroundError, passphrase: _p, keys: _k, ...storeOptions } = options;
+    const store = new ObjectStore(meta, tiers.cloudFirst, keys, {
+      chunker: config.chunker,
+      packTargetSize: config.packTargetSize,
+      ...(tiers.writeBack === undefined ? {} : { writeBackBackend: tiers.writeBack }),
+      ...storeOptions,
+    });
+    ref.store = store;
+    const relay = new OutboxRelay(meta, events, onBackgroundError === undefined ? {} : { onError: (err) => onBackgroundError(err, "outbox relay") });
+    return new Repository(dir, config, keys, cloud, meta, store, tiers, events, relay, opened);
   } catch (err) {
-    await backend.close();
+    for (const c of [...cleanup].reverse()) await c.close().catch(() => undefined);
+    for (const b of opened) await b.close().catch(() => undefined);
     throw err;
   }
-  const store = new ObjectStore(meta, backend, keys, {
-    chunker: config.chunker,
-    packTargetSize: config.packTargetSize,
-    ...options,
-  });
-  return new Repository(dir, config, keys, backend, meta, store);
 }
-
