@@ -500,7 +500,8 @@ export class S3Backend implements BlobBackend {
       for (const obj of page.Contents ?? []) {
         if (obj.Key === undefined || !obj.Key.startsWith(root)) continue;
         const key = obj.Key.slice(root.length);
-        if (!this.#isBlobKey(key) || this.isHashed(key) !== hashed) continue;
+        // Some servers normalise prefixes (SeaweedFS lists everything for `/`): keep only real matches.
+        if (!key.startsWith(prefix) || !this.#isBlobKey(key) || this.isHashed(key) !== hashed) continue;
         if (!hashed && this.#shadowsHashed(key)) continue;
         yield { key, size: obj.Size ?? 0 };
       }
