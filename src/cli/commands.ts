@@ -16,6 +16,7 @@ import { initRepository, type InitOptions } from "../store/repository.js";
 import type { S3Settings } from "../store/locations.js";
 import { parseEventsUrl, type TiersConfig } from "../store/tiering.js";
 import type { TierManagerStats } from "../tier/stats.js";
+import { readTierTotals, type TierTotals } from "../store/tier-totals.js";
 import { collectGarbage } from "../store/gc.js";
 import { fsck } from "../store/fsck.js";
 import { rebuildIndex } from "../store/rebuild.js";
@@ -241,7 +242,7 @@ function tierSettings(opts: InitTierFlags): Pick<InitOptions, "bucket" | "s3" | 
   return out;
 }
 
-function tierStatsText(t: TierManagerStats, lagKnown: boolean): string {
+function tierStatsText(t: TierManagerStats, totals: TierTotals): string {
   const rows: Array<[string, string]> = [];
   const usage = (x: { bytes: number | undefined; packs: number | undefined }): string =>
     x.bytes === undefined || x.packs === undefined ? "not scanned (--scan)" : `${formatBytes(x.bytes)} in ${x.packs} blobs`;
@@ -250,8 +251,15 @@ function tierStatsText(t: TierManagerStats, lagKnown: boolean): string {
     rows.push(["local tier", `${formatBytes(t.local.bytes)} in ${t.local.packs} blobs, capacity ${formatBytes(t.local.capacityBytes)} (purge from ${formatBytes(t.local.highWatermarkBytes)} down to ${formatBytes(t.local.lowWatermarkBytes)})`]);
   }
   if (t.secondary !== undefined) rows.push(["secondary tier", usage(t.secondary)]);
-  if (lagKnown) {
-    for (const [group, lag] of Object.entries(t.lag)) rows.push([`${group} backlog`, lag === undefined ? "unknown (event log unavailable)" : `${lag} events`]);
+  for (const [group, lag] of Object.entries(t.lag)) rows.push([`${group} backlog`, lag === undefined ? "unknown (event log unavailable)" : `${lag} events`]);
+  const since = totals.updated.startsWith("1970") ? "" : ` (gateway totals as of ${totals.updated})`;
+  for (const [tier, r] of Object.entries(totals.requests)) {
+    if (r === undefined) continue;
+    rows.push([`${tier} requests`, `${r.puts} PUT, ${r.gets} GET, ${r.heads} HEAD, ${r.lists} LIST, ${r.deletes} DELETE; ${formatBytes(r.bytesWritten)} written, ${formatBytes(r.bytesRead)} read${tier === "local" ? "" : " (egress)"}${since}`]);
+  }
+  const c = totals.counters;
+  if (Object.keys(c).length > 0) {
+    rows.push(["tier work", `${c.hydrations ?? 0} hydrations, ${c.uploads ?? 0} uploads, ${c.secondaryCopies ?? 0} secondary copies, ${c.purges ?? 0} purges (${formatBytes(c.purgedBytes ?? 0)})`]);
   }
   return rows.map(([k, v]) => `${k.padEnd(19)}${v}`).join("\n");
 }
@@ -651,8 +659,10 @@ export function registerRepositoryCommands(program: Command): void {
         async (repo) => {
           const s = await computeStats(repo.meta, prices);
           const tiers = await repo.tiers.stats({ scan: opts.scan === true });
-          if (opts.json === true) json({ ...s, tiers });
-          else out(statsText(s) + "\n" + tierStatsText(tiers, true));
+          // This command's own requests (the scan) are not the gateway's: show the gateway's totals.
+          const totals = await readTierTotals(repo.dir);
+          if (opts.json === true) json({ ...s, tiers: { ...tiers, totals } });
+          else out(statsText(s) + "\n" + tierStatsText(tiers, totals));
         },
         { services: true },
       );

@@ -40,6 +40,7 @@ import { OutboxRelay } from "../events/outbox.js";
 import { TierManager } from "../tier/manager.js";
 import type { TierManagerOptions } from "../tier/config.js";
 import { openLocation, type S3Settings } from "./locations.js";
+import { addTierStats, readTierTotals, writeTierTotals, type TierTotals } from "./tier-totals.js";
 import { checkTiering, openEventLog, openTierBackends, type EventsConfig, type TiersConfig } from "./tiering.js";
 import { openKvMetadataStore } from "../meta/kv-store.js";
 import type { MetadataStore } from "../meta/types.js";
@@ -57,6 +58,8 @@ export const MASTER_KEY_FILE = "master.key";
 export const REPOSITORY_FORMAT = "stowage-repository";
 export const REPOSITORY_VERSION = 1;
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/** How often a serving repository saves its tier totals (tier-totals.ts). */
+const TOTALS_INTERVAL_MS = 30_000;
 
 export interface RepositoryConfig {
   format: typeof REPOSITORY_FORMAT;
@@ -118,6 +121,9 @@ export interface OpenOptions extends ObjectStoreOptions {
 export class Repository {
   #servicesRunning = false;
   #unsubscribe: (() => void) | undefined;
+  /** Tier totals of earlier runs (DATA/tier-totals.json), read when services start. */
+  #baseline: Promise<TierTotals> | undefined;
+  #totalsTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly dir: string,
@@ -141,11 +147,26 @@ export class Repository {
     this.#unsubscribe = this.store.onEvents(() => this.relay.notify());
     this.relay.start();
     this.tiers.start();
+    this.#baseline = readTierTotals(this.dir);
+    this.#totalsTimer = setInterval(() => void this.#saveTotals(), TOTALS_INTERVAL_MS);
+    this.#totalsTimer.unref();
+  }
+
+  /** Adds this run's tier counts to the totals of earlier runs, in DATA/tier-totals.json (best effort). */
+  async #saveTotals(): Promise<void> {
+    if (this.#baseline === undefined) return;
+    try {
+      await writeTierTotals(this.dir, addTierStats(await this.#baseline, await this.tiers.stats()));
+    } catch {
+      // Advisory bookkeeping: the next interval, or the next run, writes it again.
+    }
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#totalsTimer);
     const steps: Array<() => Promise<unknown>> = [
       () => this.tiers.stop(),
+      () => this.#saveTotals(),
       async () => {
         this.#unsubscribe?.();
         if (this.#servicesRunning) await this.relay.stop();
