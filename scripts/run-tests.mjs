@@ -20,5 +20,8 @@ if (files.length === 0) {
   console.error("no test files matched");
   process.exit(1);
 }
-const res = spawnSync(process.execPath, ["--test", "--test-reporter=spec", ...files], { stdio: "inherit" });
+// One test file at a time: the S3-server and Kafka tests start, kill and restart shared service
+// processes (scripts/services/), which concurrent files would trip over. (On the 2-core CI machine
+// node's default is 1 anyway.)
+const res = spawnSync(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files], { stdio: "inherit" });
 process.exit(res.status ?? 1);
