@@ -294,6 +294,39 @@ export function sliceManifest(manifest: readonly ManifestEntry[], span: ByteSpan
   return out;
 }
 
+// ------------------------------------------------------------------------------------------
+// HOOK (issue 6, the POSIX view): what src/store/compose.ts needs of the store's private write
+// path. Nothing else should use it; it adds no behaviour, it only exposes existing steps.
+// ------------------------------------------------------------------------------------------
+
+/** The fields of a version that {@link ComposeHooks.writeVersion} takes (it assigns sequence, version id, time). */
+export type ComposedVersion = Omit<ObjectVersion, "bucket" | "key" | "versionId" | "sequence" | "lastModified" | "deleteMarker">;
+
+/** @internal The store's write-path steps, for src/store/compose.ts only. */
+export interface ComposeHooks {
+  /** Throws when the store is closed. */
+  check(): void;
+  /** Runs `fn` holding the store's lock shared (the garbage collector is excluded meanwhile). */
+  shared<T>(fn: () => Promise<T>): Promise<T>;
+  /** Stores a stream's new chunks in the packer of the bucket's durability (not yet durable). Caller holds the lock. */
+  ingest(bucket: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<IngestResult>;
+  /** Waits until the chunks of `result` are durable as the bucket's policy says. */
+  durable(bucket: BucketRecord, result: IngestResult): Promise<void>;
+  /**
+   * A transaction that may reference existing chunks: `needsCloud(bucket, manifest)` for every
+   * manifest it commits (the transaction is re-run after re-storing write-back-only chunks in the
+   * cloud for cloud-policy buckets). Caller holds the lock.
+   */
+  commit<T>(fn: (tx: MetaTx, needsCloud: (b: BucketRecord, manifest: readonly ManifestEntry[]) => Promise<void>) => Promise<T>): Promise<T>;
+  /** The bucket's record in `tx`, or STOWAGE_NO_SUCH_BUCKET. */
+  bucketIn(tx: MetaTx, name: string): Promise<BucketRecord>;
+  /** Writes a new current version of `key` (S3's versioning rules, references, `object-created`). */
+  writeVersion(tx: MetaTx, b: BucketRecord, key: string, fields: ComposedVersion, counters?: { ingestedBytes: number }): Promise<ObjectVersion>;
+  /** DeleteObject without a version id, inside `tx` (references, delete marker, `object-deleted`). */
+  deleteCurrent(tx: MetaTx, b: BucketRecord, key: string): Promise<DeleteResult>;
+  now(): number;
+}
+
 export class ObjectStore {
   readonly meta: MetadataStore;
   /** The cloud-first backend: where packs of `cloud`-durability writes (and gc's packs) go. */
@@ -859,6 +892,33 @@ export class ObjectStore {
   }
 
   // ------------------------------------------------------------------------------------------
+  // HOOK (issue 6): src/store/compose.ts builds random writes, truncation and atomic renames for
+  // the POSIX view from these existing steps. Not part of the public API.
+  // ------------------------------------------------------------------------------------------
+
+  /** @internal For src/store/compose.ts only. */
+  composeHooks(): ComposeHooks {
+    return {
+      check: () => this.#check(),
+      shared: (fn) => this.lock.shared(fn),
+      ingest: (b, source) => this.#ingest(b, source, { maxSize: Number.MAX_SAFE_INTEGER }),
+      durable: (b, result) => this.#durable(b, result),
+      commit: (fn) => this.#commitReferences(fn),
+      bucketIn: (tx, name) => this.#bucketIn(tx, name),
+      writeVersion: async (tx, b, key, fields, counters) => {
+        const sequence = await tx.nextSequence();
+        const version: ObjectVersion = { ...fields, bucket: b.name, key, versionId: versionIdFor(b.versioning, sequence), sequence, deleteMarker: false, lastModified: this.options.now() };
+        await this.#commitVersion(tx, b, version);
+        tx.addCounters({ plainPuts: 1, ingestedBytes: counters?.ingestedBytes ?? 0 });
+        this.#emitCreated(tx, version);
+        return version;
+      },
+      deleteCurrent: (tx, b, key) => this.#deleteCurrent(tx, b, key),
+      now: () => this.options.now(),
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
   // Reading objects
   // ------------------------------------------------------------------------------------------
 
@@ -927,35 +987,41 @@ export class ObjectStore {
           this.#emitDeleted(tx, bucket, key, v.versionId, v.deleteMarker);
           return { versionId: v.versionId, deleteMarker: v.deleteMarker };
         }
-        if (b.versioning === "unversioned") {
-          const v = await tx.getVersion(bucket, key, "null");
-          if (v !== undefined) {
-            await tx.addRefs(v.manifest, -1);
-            tx.deleteVersion(bucket, key, v.sequence);
-            this.#emitDeleted(tx, bucket, key, v.versionId, false);
-          }
-          return { deleteMarker: false };
-        }
-        // Versioned: a delete marker becomes the current version (suspended: it is the `null` one).
-        const sequence = await tx.nextSequence();
-        const marker: ObjectVersion = {
-          bucket,
-          key,
-          versionId: versionIdFor(b.versioning, sequence),
-          sequence,
-          deleteMarker: true,
-          size: 0,
-          etag: "",
-          contentType: "",
-          userMetadata: {},
-          lastModified: this.options.now(),
-          manifest: [],
-        };
-        await this.#commitVersion(tx, b, marker);
-        this.#emitDeleted(tx, bucket, key, marker.versionId, true);
-        return { versionId: marker.versionId, deleteMarker: true };
+        return this.#deleteCurrent(tx, b, key);
       }),
     );
+  }
+
+  /** DeleteObject without a version id, inside `tx`: S3's rules (remove the `null` version, or write a delete marker). */
+  async #deleteCurrent(tx: MetaTx, b: BucketRecord, key: string): Promise<DeleteResult> {
+    const bucket = b.name;
+    if (b.versioning === "unversioned") {
+      const v = await tx.getVersion(bucket, key, "null");
+      if (v !== undefined) {
+        await tx.addRefs(v.manifest, -1);
+        tx.deleteVersion(bucket, key, v.sequence);
+        this.#emitDeleted(tx, bucket, key, v.versionId, false);
+      }
+      return { deleteMarker: false };
+    }
+    // Versioned: a delete marker becomes the current version (suspended: it is the `null` one).
+    const sequence = await tx.nextSequence();
+    const marker: ObjectVersion = {
+      bucket,
+      key,
+      versionId: versionIdFor(b.versioning, sequence),
+      sequence,
+      deleteMarker: true,
+      size: 0,
+      etag: "",
+      contentType: "",
+      userMetadata: {},
+      lastModified: this.options.now(),
+      manifest: [],
+    };
+    await this.#commitVersion(tx, b, marker);
+    this.#emitDeleted(tx, bucket, key, marker.versionId, true);
+    return { versionId: marker.versionId, deleteMarker: true };
   }
 
   // ------------------------------------------------------------------------------------------

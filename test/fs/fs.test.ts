@@ -1,0 +1,323 @@
+/**
+ * The POSIX view (src/fs): files, directories, symlinks, attributes, renames and their errno
+ * errors, S3-side visibility both ways, write buffering and close-to-open consistency.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { StowageFs, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../../src/fs/fs.js";
+import { isFsError, type Errno } from "../../src/fs/errors.js";
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../src/fs/names.js";
+import { collectGarbage } from "../../src/store/gc.js";
+import { assertClean, bytes, makeStore, readAll, type TestStore } from "../store/helpers.js";
+
+async function withFs(fn: (fs: StowageFs, t: TestStore) => Promise<void>, options: ConstructorParameters<typeof StowageFs>[1] = {}): Promise<void> {
+  const t = await makeStore();
+  try {
+    await t.store.createBucket("bkt");
+    await fn(new StowageFs(t.store, options), t);
+  } finally {
+    await t.close();
+  }
+}
+
+async function rejectsWith(p: Promise<unknown>, code: Errno): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(isFsError(err, code), `expected ${code}, got ${String(err)}`);
+    return true;
+  });
+}
+
+async function writeFile(fs: StowageFs, path: string, data: Uint8Array): Promise<void> {
+  const fh = await fs.create(path);
+  await fs.write(fh, 0, data);
+  await fs.release(fh);
+}
+
+async function readFile(fs: StowageFs, path: string): Promise<Buffer> {
+  const fh = await fs.open(path, O_RDONLY);
+  try {
+    const s = await fs.getattr(path);
+    return await fs.read(fh, 0, s.size);
+  } finally {
+    await fs.release(fh);
+  }
+}
+
+async function names(fs: StowageFs, path: string): Promise<string[]> {
+  return (await fs.readdir(path)).map((e) => e.name).sort();
+}
+
+test("files written through the view are objects, and objects are files", async () => {
+  await withFs(async (fs, t) => {
+    const data = bytes(100_000, 1);
+    await fs.mkdir("/bkt/docs");
+    await writeFile(fs, "/bkt/docs/a.bin", data);
+    assert.ok((await readAll(t.store, "bkt", "docs/a.bin")).equals(data), "getObject reads what the view wrote");
+    const head = await t.store.headObject("bkt", "docs/a.bin");
+    assert.equal(head.etag, createHash("md5").update(data).digest("hex"), "a sequentially written file has its MD5 as ETag");
+    await t.store.putObject("bkt", "docs/s3.txt", [Buffer.from("from s3")]);
+    await t.store.putObject("bkt", "deep/er/x", [Buffer.from("implied dirs")]);
+    assert.deepEqual(await names(fs, "/bkt/docs"), ["a.bin", "s3.txt"]);
+    assert.deepEqual(await names(fs, "/bkt"), ["deep", "docs"]);
+    assert.deepEqual(await names(fs, "/"), ["bkt"]);
+    assert.equal((await readFile(fs, "/bkt/docs/s3.txt")).toString(), "from s3");
+    assert.equal((await fs.getattr("/bkt/deep/er")).mode & S_IFMT, S_IFDIR);
+    assert.equal((await fs.getattr("/bkt/docs/s3.txt")).mode, S_IFREG | 0o644);
+    const listed = await t.store.listObjects("bkt", { prefix: "docs/" });
+    assert.deepEqual(listed.objects.map((o) => o.key), ["docs/", "docs/a.bin", "docs/s3.txt"], "mkdir made a marker object");
+    await rejectsWith(fs.getattr("/bkt/nope"), "ENOENT");
+    await rejectsWith(fs.getattr("/nobucket"), "ENOENT");
+    await rejectsWith(fs.readdir("/bkt/docs/a.bin"), "ENOTDIR");
+    await rejectsWith(fs.open("/bkt/docs/missing"), "ENOENT");
+    await rejectsWith(fs.open("/bkt/docs"), "EISDIR");
+    await rejectsWith(fs.create("/bkt/nodir/x"), "ENOENT");
+    await rejectsWith(fs.create("/bkt/docs/a.bin/x"), "ENOTDIR");
+    await rejectsWith(fs.open("/bkt/docs/a.bin", O_CREAT | O_EXCL | O_WRONLY), "EEXIST");
+    await rejectsWith(fs.mkdir("/bkt/docs"), "EEXIST");
+    await rejectsWith(fs.mkdir("/BadBucket"), "EINVAL");
+    await fs.mkdir("/newbucket");
+    assert.deepEqual(await names(fs, "/"), ["bkt", "newbucket"]);
+    await fs.rmdir("/newbucket");
+    await assertClean(t.store);
+  });
+});
+
+test("random writes, truncation, sparse files and appends through handles", async () => {
+  // A small dirty bound so that flushes happen in the middle of writing.
+  await withFs(
+    async (fs, t) => {
+      let model = Buffer.alloc(0);
+      const fh = await fs.create("/bkt/f");
+      let seed = 1;
+      const rnd = (n: number): number => {
+        seed = (seed * 1103515245 + 12345) >>> 0;
+        return seed % n;
+      };
+      for (let i = 0; i < 150; i++) {
+        const op = rnd(10);
+        if (op < 6) {
+          const off = rnd(model.length + 5000);
+          const data = bytes(1 + rnd(9000), i);
+          await fs.write(fh, off, data);
+          const next = Buffer.alloc(Math.max(model.length, off + data.length));
+          model.copy(next);
+          data.copy(next, off);
+          model = next;
+        } else if (op < 8) {
+          const size = rnd(2) === 0 ? rnd(model.length + 1) : model.length + rnd(20_000);
+          await fs.ftruncate(fh, size);
+          model = size <= model.length ? Buffer.from(model.subarray(0, size)) : Buffer.concat([model, Buffer.alloc(size - model.length)]);
+        } else if (op < 9) {
+          await fs.fsync(fh);
+          assert.ok((await readAll(t.store, "bkt", "f")).equals(model), `after fsync ${i}`);
+        } else {
+          const off = rnd(model.length + 1);
+          const len = rnd(20_000);
+          const got = await fs.read(fh, off, len);
+          assert.ok(got.equals(model.subarray(off, off + len)), `read ${i} at ${off}+${len}`);
+        }
+        assert.equal((await fs.getattr("/bkt/f")).size, model.length);
+      }
+      await fs.release(fh);
+      assert.ok((await readAll(t.store, "bkt", "f")).equals(model));
+      assert.ok((await readFile(fs, "/bkt/f")).equals(model));
+      // O_APPEND and O_TRUNC.
+      const ah = await fs.open("/bkt/f", O_WRONLY | O_APPEND);
+      await fs.write(ah, 0, Buffer.from("tail"));
+      await fs.release(ah);
+      assert.equal((await readAll(t.store, "bkt", "f")).subarray(-4).toString(), "tail");
+      const th = await fs.open("/bkt/f", O_RDWR | O_TRUNC);
+      assert.equal((await fs.getattr("/bkt/f")).size, 0);
+      await fs.write(th, 3, Buffer.from("x"));
+      await fs.release(th);
+      assert.deepEqual(await readAll(t.store, "bkt", "f"), Buffer.from("\0\0\0x"));
+      await fs.truncate("/bkt/f", 1 << 20);
+      assert.equal((await t.store.headObject("bkt", "f")).size, 1 << 20);
+      await assertClean(t.store);
+      await collectGarbage(t.store, { graceMs: 0 });
+      await assertClean(t.store);
+    },
+    { maxDirtyPerFile: 20_000 },
+  );
+});
+
+test("close-to-open: handles share writes; release publishes; open sees S3 changes", async () => {
+  await withFs(async (fs, t) => {
+    await writeFile(fs, "/bkt/c", Buffer.from("one"));
+    const w = await fs.open("/bkt/c", O_RDWR);
+    const r = await fs.open("/bkt/c", O_RDONLY);
+    await fs.write(w, 0, Buffer.from("TWO"));
+    assert.equal((await fs.read(r, 0, 3)).toString(), "TWO", "same file, same process: seen at once");
+    assert.equal((await readAll(t.store, "bkt", "c")).toString(), "one", "not published before close");
+    await fs.release(w);
+    assert.equal((await readAll(t.store, "bkt", "c")).toString(), "TWO");
+    await fs.release(r);
+    await t.store.putObject("bkt", "c", [Buffer.from("three")]);
+    assert.equal((await readFile(fs, "/bkt/c")).toString(), "three");
+    await rejectsWith(fs.write(r, 0, Buffer.from("x")), "EBADF");
+  });
+});
+
+test("rename: files, directories, replacement and errors", async () => {
+  await withFs(async (fs, t) => {
+    await fs.mkdir("/bkt/d1");
+    await fs.mkdir("/bkt/d1/sub");
+    await writeFile(fs, "/bkt/d1/a", Buffer.from("A"));
+    await writeFile(fs, "/bkt/d1/sub/b", Buffer.from("B"));
+    await writeFile(fs, "/bkt/x", Buffer.from("X"));
+    await writeFile(fs, "/bkt/y", Buffer.from("Y"));
+    const inoX = (await fs.getattr("/bkt/x")).ino;
+    const inoD1 = (await fs.getattr("/bkt/d1")).ino;
+
+    // File over file: the target is replaced, the inode number travels.
+    await fs.rename("/bkt/x", "/bkt/y");
+    assert.equal((await readFile(fs, "/bkt/y")).toString(), "X");
+    assert.equal((await fs.getattr("/bkt/y")).ino, inoX);
+    await rejectsWith(fs.getattr("/bkt/x"), "ENOENT");
+
+    // Directory rename, with everything under it.
+    await fs.rename("/bkt/d1", "/bkt/d2");
+    assert.deepEqual(await names(fs, "/bkt/d2"), ["a", "sub"]);
+    assert.equal((await readFile(fs, "/bkt/d2/sub/b")).toString(), "B");
+    assert.equal((await fs.getattr("/bkt/d2")).ino, inoD1);
+    await rejectsWith(fs.getattr("/bkt/d1"), "ENOENT");
+    assert.deepEqual((await t.store.listObjects("bkt")).objects.map((o) => o.key), ["d2/", "d2/a", "d2/sub/", "d2/sub/b", "y"]);
+
+    // Over an existing empty directory; not over a non-empty one.
+    await fs.mkdir("/bkt/empty");
+    await fs.rename("/bkt/d2/sub", "/bkt/empty");
+    assert.deepEqual(await names(fs, "/bkt/empty"), ["b"]);
+    await fs.mkdir("/bkt/full");
+    await writeFile(fs, "/bkt/full/f", Buffer.from("f"));
+    await rejectsWith(fs.rename("/bkt/empty", "/bkt/full"), "ENOTEMPTY");
+    await rejectsWith(fs.rmdir("/bkt/full"), "ENOTEMPTY");
+
+    // Errors.
+    await rejectsWith(fs.rename("/bkt/missing", "/bkt/z"), "ENOENT");
+    await rejectsWith(fs.rename("/bkt/y", "/bkt/nodir/z"), "ENOENT");
+    await rejectsWith(fs.rename("/bkt/y", "/bkt/full"), "EISDIR");
+    await rejectsWith(fs.rename("/bkt/full", "/bkt/y"), "ENOTDIR");
+    await rejectsWith(fs.rename("/bkt/full", "/bkt/full/inside"), "EINVAL");
+    await rejectsWith(fs.rename("/bkt/y", "/bkt/d2/a", { noReplace: true }), "EEXIST");
+    await rejectsWith(fs.rename("/bkt", "/bkt2"), "EXDEV");
+    await rejectsWith(fs.rmdir("/bkt/y"), "ENOTDIR");
+    await rejectsWith(fs.unlink("/bkt/full"), "EISDIR");
+    await rejectsWith(fs.unlink("/bkt/nothing"), "ENOENT");
+
+    // Across buckets (top-level directories).
+    await fs.mkdir("/other");
+    await fs.rename("/bkt/full", "/other/moved");
+    assert.equal((await readAll(t.store, "other", "moved/f")).toString(), "f");
+
+    // The last entry of a directory leaves the directory in place.
+    await fs.unlink("/bkt/empty/b");
+    assert.deepEqual(await names(fs, "/bkt/empty"), []);
+    await fs.rmdir("/bkt/empty");
+    await t.store.putObject("bkt", "implied/only", [Buffer.from("1")]);
+    await fs.unlink("/bkt/implied/only");
+    assert.equal((await fs.getattr("/bkt/implied")).mode & S_IFMT, S_IFDIR);
+    await assertClean(t.store);
+  });
+});
+
+test("renaming a directory with many entries is one transaction", async () => {
+  await withFs(async (fs, t) => {
+    const n = 2000;
+    await t.store.putObjects(
+      "bkt",
+      Array.from({ length: n }, (_, i) => ({ key: `big/d${i % 20}/f${i}`, source: () => [Buffer.from(`file ${i}`)] })),
+    );
+    const started = Date.now();
+    await fs.rename("/bkt/big", "/bkt/moved");
+    const ms = Date.now() - started;
+    console.log(`# rename of a directory with ${n} files and 20 subdirectories: ${ms} ms`);
+    assert.equal((await t.store.listObjects("bkt", { prefix: "big/" })).objects.length, 0);
+    const all = [];
+    let token: string | undefined;
+    do {
+      const page = await t.store.listObjects("bkt", { prefix: "moved/", ...(token === undefined ? {} : { continuationToken: token }) });
+      all.push(...page.objects);
+      token = page.nextContinuationToken;
+    } while (token !== undefined);
+    assert.equal(all.length, n + 1, "every file, and the marker the implied directory got");
+    assert.equal((await readFile(fs, "/bkt/moved/d7/f1007")).toString(), "file 1007");
+    await assertClean(t.store);
+  });
+});
+
+test("symlinks, attributes, inode numbers, statfs", async () => {
+  await withFs(async (fs, t) => {
+    await writeFile(fs, "/bkt/target", Buffer.from("t"));
+    await fs.symlink("target", "/bkt/link");
+    assert.equal(await fs.readlink("/bkt/link"), "target");
+    assert.equal((await fs.getattr("/bkt/link")).mode & S_IFMT, S_IFLNK);
+    assert.deepEqual((await fs.readdir("/bkt")).map((e) => [e.name, e.type]).sort(), [["link", "symlink"], ["target", "file"]]);
+    await rejectsWith(fs.readlink("/bkt/target"), "EINVAL");
+    await rejectsWith(fs.symlink("x", "/bkt/target"), "EEXIST");
+
+    const before = await fs.getattr("/bkt/target");
+    await fs.setattr("/bkt/target", { mode: 0o600, uid: 1234, gid: 99, mtimeMs: 1_000_000_000_000 });
+    const after = await fs.getattr("/bkt/target");
+    assert.equal(after.mode, S_IFREG | 0o600);
+    assert.equal(after.uid, 1234);
+    assert.equal(after.gid, 99);
+    assert.equal(after.mtimeMs, 1_000_000_000_000);
+    assert.equal(after.ino, before.ino, "inode number stable across attribute changes");
+    const fh = await fs.open("/bkt/target", O_RDWR);
+    await fs.write(fh, 1, Buffer.from("more"));
+    await fs.release(fh);
+    assert.equal((await fs.getattr("/bkt/target")).ino, before.ino, "and across writes");
+    assert.equal((await t.store.headObject("bkt", "target")).userMetadata.mode, String(S_IFREG | 0o600), "attributes are S3 user metadata");
+
+    await fs.mkdir("/bkt/dir", 0o700);
+    assert.equal((await fs.getattr("/bkt/dir")).mode, S_IFDIR | 0o700);
+    await fs.setattr("/bkt/dir", { mode: 0o750 });
+    assert.equal((await fs.getattr("/bkt/dir")).mode, S_IFDIR | 0o750);
+
+    const a = await fs.getattr("/bkt/dir");
+    const b = await fs.getattr("/bkt/target");
+    assert.notEqual(a.ino, b.ino);
+    const s = await fs.statfs();
+    assert.ok(s.blocks > s.bfree && s.bfree > 0, "statfs shows the bucket's usage");
+    await assertClean(t.store);
+  });
+});
+
+test("names valid on one side only", async () => {
+  await withFs(async (fs, t) => {
+    // `a` and `a/b` both objects: the directory shadows the file.
+    await t.store.putObject("bkt", "a", [Buffer.from("file a")]);
+    await t.store.putObject("bkt", "a/b", [Buffer.from("file a/b")]);
+    assert.equal((await fs.getattr("/bkt/a")).mode & S_IFMT, S_IFDIR);
+    assert.deepEqual(await names(fs, "/bkt"), ["a"]);
+    // Keys with empty, `.` or `..` segments are not shown.
+    for (const k of ["c//d", "/lead", "e/./f", "g/../h", "trail/"]) await t.store.putObject("bkt", k, [Buffer.from(k)]);
+    assert.deepEqual(await names(fs, "/bkt"), ["a", "c", "e", "g", "trail"]);
+    assert.deepEqual(await names(fs, "/bkt/c"), []);
+    assert.deepEqual(await names(fs, "/bkt/e"), []);
+    assert.deepEqual(await names(fs, "/bkt/trail"), []);
+    await rejectsWith(fs.getattr("/bkt/e/./f"), "EINVAL");
+    await rejectsWith(fs.create(`/bkt/${"n".repeat(256)}`), "ENAMETOOLONG");
+    await rejectsWith(fs.create(`/bkt/${"d/".repeat(600)}x`), "ENAMETOOLONG");
+  });
+});
+
+test("write buffering stays bounded across files", async () => {
+  await withFs(
+    async (fs, t) => {
+      const handles = [];
+      for (let i = 0; i < 4; i++) handles.push(await fs.create(`/bkt/f${i}`));
+      for (let round = 0; round < 10; round++) {
+        for (let i = 0; i < 4; i++) await fs.write(handles[i]!, round * 10_000, bytes(10_000, round * 4 + i));
+      }
+      // The bound (60 KB over all files) forced flushes before release.
+      let stored = 0;
+      for (let i = 0; i < 4; i++) stored += (await t.store.headObject("bkt", `f${i}`)).size;
+      assert.ok(stored > 0, "something was flushed early");
+      for (const h of handles) await fs.release(h);
+      for (let i = 0; i < 4; i++) assert.equal((await t.store.headObject("bkt", `f${i}`)).size, 100_000);
+    },
+    { maxDirtyBytes: 60_000, maxDirtyPerFile: 1 << 30 },
+  );
+});
