@@ -300,7 +300,8 @@ async function main(): Promise<void> {
   console.log(`availability read: cloud-first=${fmt(cf.readsOk / cf.reads)} write-back=${fmt(wb.readsOk / wb.reads)}`);
   console.log(`availability lost-acked-writes: cloud-first=${cf.lostAckedWrites} write-back=${wb.lostAckedWrites}`);
   console.log(
-    `# detail: writes ${cf.writes}, reads cloud-first ${cf.reads} / write-back ${wb.reads}; ` +
+    `# detail: writes ${cf.writes} (failed: cloud-first ${cf.writes - cf.writesOk}, write-back ${wb.writes - wb.writesOk}), ` +
+      `reads cloud-first ${cf.reads} (failed ${cf.reads - cf.readsOk}) / write-back ${wb.reads} (failed ${wb.reads - wb.readsOk}); ` +
       `write-back uploads still pending at the end: ${wb.uploadsPendingAtEnd}; ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
 }

@@ -53,18 +53,32 @@
  * run goes on. `--cpu-prof DIR` runs Stowage's server under `node --cpu-prof` (profile written to
  * DIR when it stops; summarize with dist/bench/cpuprofile-top.js).
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createCipheriv, createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { Agent } from "node:http";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { setMaxListeners } from "node:events";
-import { createServer } from "node:net";
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { dirname, join } from "node:path";
-import { Readable } from "node:stream";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import {
+  Keystream,
+  MB,
+  MiB,
+  PEER_BIN_DEFAULT,
+  REPO_ROOT,
+  createBucket as createBucketIn,
+  ensurePeer,
+  errText,
+  readCpuSeconds,
+  s3Client,
+  startChild,
+  startPeer as startWeed,
+  stopServer as stopChild,
+  track,
+  waitFor,
+  type Server as ChildServer,
+} from "./peer.js";
 
 type ServerName = "stowage" | "peer";
 const SERVERS: readonly ServerName[] = ["stowage", "peer"];
@@ -72,25 +86,7 @@ type Phase = "put-small" | "get-small" | "put-large" | "get-large";
 const PHASES: readonly Phase[] = ["put-small", "get-small", "put-large", "get-large"];
 const BUCKET = "bench";
 const SMALL_SIZE = 4096;
-const MiB = 1024 * 1024;
-const MB = 1e6;
-/** The repository: the nearest directory above this file whose package.json is Stowage's (dist/ or any outDir). */
-const REPO_ROOT = ((): string => {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string };
-      if (pkg.name === "stowage") return dir;
-    } catch {
-      // no package.json here
-    }
-    const up = dirname(dir);
-    if (up === dir) return fileURLToPath(new URL("../../", import.meta.url));
-    dir = up;
-  }
-})();
 const STOWAGE_MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
-const PEER_BIN_DEFAULT = join(REPO_ROOT, ".tmp", "s3-peer", "bin", "weed");
 const ACCESS_KEY = "STOWAGEBENCHACCESS01";
 const SECRET_KEY = "stowage-bench-secret-key-0123456789abcdef";
 
@@ -182,58 +178,6 @@ function log(msg: string): void {
 
 // ------------------------------------------------------------------------------ test data
 
-/**
- * Deterministic incompressible bytes: the AES-128-CTR keystream of a key, from any 16-byte-aligned
- * offset (the counter block is an 8-byte nonce followed by the block index, big-endian).
- */
-class Keystream {
-  static readonly #zeros = Buffer.alloc(MiB);
-
-  constructor(
-    private readonly key: Buffer,
-    private readonly nonce: Buffer,
-  ) {}
-
-  static of(seed: number, label: string): Keystream {
-    const h = createHash("sha256").update(`stowage-s3-bench:${seed}:${label}`).digest();
-    return new Keystream(h.subarray(0, 16), h.subarray(16, 24));
-  }
-
-  #cipher(offset: number): ReturnType<typeof createCipheriv> {
-    if (offset % 16 !== 0) throw new Error("keystream offsets are 16-byte aligned");
-    const iv = Buffer.alloc(16);
-    this.nonce.copy(iv, 0);
-    iv.writeBigUInt64BE(BigInt(offset / 16), 8);
-    return createCipheriv("aes-128-ctr", this.key, iv);
-  }
-
-  bytes(offset: number, length: number): Buffer {
-    const c = this.#cipher(offset);
-    const out: Buffer[] = [];
-    for (let left = length; left > 0; left -= Keystream.#zeros.length) {
-      out.push(c.update(Keystream.#zeros.subarray(0, Math.min(left, Keystream.#zeros.length))));
-    }
-    return out.length === 1 ? out[0]! : Buffer.concat(out);
-  }
-
-  /** A stream of `length` bytes in 1 MiB pieces, generated as the consumer pulls. */
-  stream(length: number): Readable {
-    const c = this.#cipher(0);
-    let left = length;
-    return new Readable({
-      highWaterMark: 4 * MiB,
-      read(): void {
-        while (left > 0) {
-          const n = Math.min(left, MiB);
-          left -= n;
-          if (!this.push(c.update(Keystream.#zeros.subarray(0, n)))) return;
-        }
-        this.push(null);
-      },
-    });
-  }
-}
-
 /** The 4 KiB body of small object `i`. */
 function smallBody(seed: number, server: ServerName, i: number): Buffer {
   return smallStreams(seed, server).bytes(i * SMALL_SIZE, SMALL_SIZE);
@@ -249,128 +193,7 @@ const smallKey = (i: number): string => `small/${String(i).padStart(8, "0")}`;
 
 // ------------------------------------------------------------------------------ processes
 
-function readCpuSeconds(pid: number): number | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the parenthesized command name (which may hold spaces).
-    const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    return (Number(rest[11]) + Number(rest[12])) / 100;
-  } catch {
-    return undefined;
-  }
-}
-
-function readVmHwmKb(pid: number): number | undefined {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m === null ? undefined : Number(m[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-/** `n` distinct free TCP ports on 127.0.0.1 (each bound to port 0, all released together). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers: ReturnType<typeof createServer>[] = [];
-  const ports: number[] = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const s = createServer();
-      servers.push(s);
-      ports.push(
-        await new Promise<number>((resolve, reject) => {
-          s.once("error", reject);
-          s.listen(0, "127.0.0.1", () => {
-            const a = s.address();
-            if (typeof a === "object" && a !== null) resolve(a.port);
-            else reject(new Error("no port"));
-          });
-        }),
-      );
-    }
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  }
-  return ports;
-}
-
-interface Server {
-  name: ServerName;
-  version: string;
-  child: ChildProcess;
-  pid: number;
-  endpoint: string;
-  dataDir: string;
-  /** Output of the server, kept for error reports (tail). */
-  output: () => string;
-  peakRssKb: number;
-  exited: boolean;
-  exitInfo: string;
-  poll: ReturnType<typeof setInterval>;
-}
-
-function startChild(name: ServerName, cmd: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): { child: ChildProcess; output: () => string } {
-  const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-  let tail = "";
-  const chunks: string[] = [];
-  const add = (s: string): void => {
-    tail = (tail + s).slice(-16_000);
-    if (chunks.length < 10_000) chunks.push(s);
-  };
-  child.stdout?.setEncoding("utf8");
-  child.stderr?.setEncoding("utf8");
-  child.stdout?.on("data", add);
-  child.stderr?.on("data", add);
-  child.on("close", () => {
-    try {
-      writeFileSync(logFile, chunks.join(""));
-    } catch {
-      // the temp dir may be gone already
-    }
-  });
-  child.on("error", (e) => add(`\n[${name}] cannot start ${cmd}: ${e.message}\n`));
-  return { child, output: () => tail };
-}
-
-function track(name: ServerName, version: string, child: ChildProcess, output: () => string, endpoint: string, dataDir: string): Server {
-  const srv: Server = {
-    name,
-    version,
-    child,
-    pid: child.pid!,
-    endpoint,
-    dataDir,
-    output,
-    peakRssKb: 0,
-    exited: false,
-    exitInfo: "",
-    poll: setInterval(() => {
-      const v = readVmHwmKb(srv.pid);
-      if (v !== undefined) srv.peakRssKb = Math.max(srv.peakRssKb, v);
-    }, 250),
-  };
-  child.on("exit", (code, signal) => {
-    srv.exited = true;
-    srv.exitInfo = signal !== null ? `signal ${signal}` : `exit code ${code}`;
-  });
-  return srv;
-}
-
-function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined, failed: () => string | undefined): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const tick = (): void => {
-      const v = probe();
-      if (v !== undefined) return resolve(v);
-      const f = failed();
-      if (f !== undefined) return reject(new Error(`${what}: ${f}`));
-      if (Date.now() - t0 > timeoutMs) return reject(new Error(`${what}: timed out after ${timeoutMs / 1000} s`));
-      setTimeout(tick, 50);
-    };
-    tick();
-  });
-}
+type Server = ChildServer<ServerName>;
 
 const STOWAGE_MASTER_KEY_HEX = randomBytes(32).toString("hex");
 
@@ -418,109 +241,19 @@ function stowageVersion(): string {
   }
 }
 
-function peerVersion(bin: string): string | undefined {
-  if (!existsSync(bin)) return undefined;
-  const r = spawnSync(bin, ["version"], { encoding: "utf8", timeout: 10_000 });
-  if (r.status !== 0) return undefined;
-  const line = (r.stdout + r.stderr).split("\n").find((l) => l.trim() !== "");
-  return line === undefined ? "seaweedfs" : `seaweedfs (${line.trim()})`;
-}
-
 async function startPeer(root: string, cfg: Config, version: string): Promise<Server> {
-  const dataDir = join(root, "peer-data");
-  mkdirSync(dataDir, { recursive: true });
-  const s3Config = join(root, "peer-s3.json");
-  writeFileSync(
-    s3Config,
-    JSON.stringify({
-      identities: [{ name: "bench", credentials: [{ accessKey: ACCESS_KEY, secretKey: SECRET_KEY }], actions: ["Admin", "Read", "List", "Tagging", "Write"] }],
-    }),
-  );
-  // Every port explicit (gRPC ports would otherwise be port + 10000), all bound to 127.0.0.1.
-  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc] = await freePorts(8);
-  const args = [
-    "server",
-    "-ip=127.0.0.1",
-    "-ip.bind=127.0.0.1",
-    `-dir=${dataDir}`,
-    `-master.port=${master}`,
-    `-master.port.grpc=${masterGrpc}`,
-    "-master.telemetry=false",
-    `-volume.port=${volume}`,
-    `-volume.port.grpc=${volumeGrpc}`,
-    // Stop at once on SIGTERM (the default waits 10 s after the last heartbeat).
-    "-volume.preStopSeconds=0",
-    "-filer=true",
-    `-filer.port=${filer}`,
-    `-filer.port.grpc=${filerGrpc}`,
-    `-filer.localSocket=${join(root, "peer-filer.sock")}`,
-    "-s3",
-    `-s3.port=${s3}`,
-    `-s3.port.grpc=${s3Grpc}`,
-    `-s3.localSocket=${join(root, "peer-s3.sock")}`,
-    `-s3.config=${s3Config}`,
-    // Volumes of 2 GiB (the default limit is 30 GiB a volume), as many as the disk allows.
-    "-master.volumeSizeLimitMB=2048",
-    "-volume.max=0",
-  ];
-  const { child, output } = startChild("peer", cfg.peerBin, args, { ...process.env }, join(root, "peer.log"));
-  const srv = track("peer", version, child, output, `http://127.0.0.1:${s3}`, dataDir);
-  return srv;
+  return startWeed("peer", root, cfg.peerBin, version, { accessKey: ACCESS_KEY, secretKey: SECRET_KEY });
 }
 
+/** Stops a server by pid: SIGTERM, then SIGKILL after 20 s for Stowage (it drains and closes its store), 5 s for the peer. */
 async function stopServer(srv: Server): Promise<void> {
-  clearInterval(srv.poll);
-  const v = readVmHwmKb(srv.pid);
-  if (v !== undefined) srv.peakRssKb = Math.max(srv.peakRssKb, v);
-  if (srv.exited) return;
-  const gone = new Promise<void>((resolve) => {
-    if (srv.exited) resolve();
-    srv.child.once("exit", () => resolve());
-  });
-  try {
-    process.kill(srv.pid, "SIGTERM");
-  } catch {
-    return;
-  }
-  // Stowage drains and closes its store (its counters are read afterwards); `weed server` is given less.
-  const graceMs = srv.name === "stowage" ? 20_000 : 5_000;
-  const timer = setTimeout(() => {
-    log(`${srv.name} (pid ${srv.pid}) did not stop ${graceMs / 1000} s after SIGTERM: SIGKILL`);
-    try {
-      process.kill(srv.pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }, graceMs);
-  await gone;
-  clearTimeout(timer);
+  await stopChild(srv, srv.name === "stowage" ? 20_000 : 5_000, log);
 }
 
 // ------------------------------------------------------------------------------ S3 clients
 
 function client(endpoint: string, sockets: number, secret = SECRET_KEY): S3Client {
-  return new S3Client({
-    endpoint,
-    region: "us-east-1",
-    forcePathStyle: true,
-    credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: secret },
-    maxAttempts: 1,
-    requestChecksumCalculation: "WHEN_SUPPORTED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-    requestHandler: new NodeHttpHandler({
-      httpAgent: new Agent({ keepAlive: true, maxSockets: Math.max(64, sockets) }),
-      connectionTimeout: 10_000,
-      requestTimeout: 300_000,
-    }),
-  });
-}
-
-function errText(err: unknown): string {
-  if (err instanceof Error) {
-    const meta = (err as { $metadata?: { httpStatusCode?: number } }).$metadata;
-    return `${err.name}${meta?.httpStatusCode !== undefined ? ` (HTTP ${meta.httpStatusCode})` : ""}: ${err.message}`.slice(0, 300);
-  }
-  return String(err).slice(0, 300);
+  return s3Client(endpoint, { accessKey: ACCESS_KEY, secretKey: secret }, sockets);
 }
 
 /** Whether the server refuses a request signed with a wrong secret (both must check signatures for a fair comparison). */
@@ -538,22 +271,8 @@ async function checksSignatures(srv: Server): Promise<string> {
 }
 
 /** Creates the bucket, retrying until the server answers (the peer takes a few seconds to start). */
-async function createBucket(srv: Server, s3: S3Client, timeoutMs: number): Promise<void> {
-  const t0 = Date.now();
-  let last = "";
-  for (;;) {
-    if (srv.exited) throw new Error(`${srv.name} exited (${srv.exitInfo}): ${srv.output().trim().slice(-800)}`);
-    try {
-      await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-      return;
-    } catch (err) {
-      const name = err instanceof Error ? err.name : "";
-      if (name === "BucketAlreadyOwnedByYou" || name === "BucketAlreadyExists") return;
-      last = errText(err);
-    }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`${srv.name}: CreateBucket did not succeed in ${timeoutMs / 1000} s: ${last}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function createBucket(srv: Server, s3: S3Client, timeoutMs: number): Promise<void> {
+  return createBucketIn(srv, s3, BUCKET, timeoutMs);
 }
 
 // ------------------------------------------------------------------------------ phases
@@ -762,13 +481,7 @@ async function main(): Promise<void> {
   let peerVer: string | undefined;
   let peerNa: string | undefined;
   if (cfg.servers.includes("peer")) {
-    peerVer = peerVersion(cfg.peerBin);
-    if (peerVer === undefined && cfg.install && cfg.peerBin === PEER_BIN_DEFAULT) {
-      log("peer missing: running scripts/install-s3-peer.sh (builds SeaweedFS from its Go module; several minutes the first time)");
-      const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "install-s3-peer.sh")], { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8", timeout: 20 * 60_000 });
-      if (r.status !== 0) log(`install-s3-peer.sh failed: ${(r.stderr ?? "").trim().split("\n").slice(-3).join(" | ")}`);
-      peerVer = peerVersion(cfg.peerBin);
-    }
+    peerVer = ensurePeer(cfg.peerBin, cfg.install, log);
     if (peerVer === undefined) peerNa = `peer not installed (${cfg.peerBin}; run scripts/install-s3-peer.sh)`;
   }
   if (!existsSync(STOWAGE_MAIN)) throw new Error(`${STOWAGE_MAIN} is missing: run npm run build`);
