@@ -108,6 +108,8 @@ export class TierCore {
   readonly hydrationRequested = new Set<string>();
   /** Keys purged by this process lately: a late `pack-uploaded` does not hydrate them again. */
   readonly recentlyPurged = new RecentSet(100_000);
+  /** The pinned packs as of the last pin repair (purge.ts), so that the hydrator honours pins. */
+  pinnedCache: Set<string> = new Set();
   /** Keys hydrated whose `hydrated` event could not be appended yet (appended on the retry). */
   readonly unannounced = new Map<string, number>();
   /** Local writes of cloud-first puts still running, by key (reads wait for them). */

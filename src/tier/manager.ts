@@ -12,7 +12,7 @@
 import type { BlobBackend } from "../backend/backend.js";
 import { resolveTierConfig, type TierManagerOptions } from "./config.js";
 import { TierCore } from "./core.js";
-import { purgePass, type PurgeReport } from "./purge.js";
+import { purgePass, repairPins, type PurgeReport } from "./purge.js";
 import type { TierManagerStats, TierStats, WorkerLag } from "./stats.js";
 import { TierView } from "./views.js";
 import { drainGroup, hydratorHandler, runWorker, secondaryHandler, StopSignal, uploaderHandler, type Handler, type WorkerName } from "./workers.js";
@@ -80,6 +80,7 @@ export class TierManager {
             await signal.sleep(clock, purgeIntervalMs);
             if (signal.stopped) break;
             await this.purgeIfNeeded().catch((err: unknown) => onError(err, "periodic purge"));
+            await repairPins(core).catch((err: unknown) => onError(err, "pin repair"));
           }
         })(),
       );
@@ -165,6 +166,14 @@ export class TierManager {
       });
     this.#queued = queued;
     return queued;
+  }
+
+  /**
+   * Asks the hydrator for every pinned pack the local tier lacks (also run by the periodic loop
+   * after each purge check); returns how many it requested. See purge.ts.
+   */
+  repairPins(): Promise<number> {
+    return repairPins(this.#core);
   }
 
   /** Local tier usage (bytes and blobs held), or undefined without a local tier. */

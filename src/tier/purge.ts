@@ -28,7 +28,7 @@ export interface PurgeReport {
   targetBytes: number;
 }
 
-async function pinnedKeys(core: TierCore): Promise<Set<string>> {
+export async function pinnedKeys(core: TierCore): Promise<Set<string>> {
   const { pins, packsOf } = core.config;
   const all = new Set<string>();
   if (packsOf === undefined) return all;
@@ -114,4 +114,25 @@ async function confirmed(core: TierCore, key: string, size: number): Promise<boo
   if (!(await holds(core.cloud))) return false;
   if (core.secondary !== undefined && !(await holds(core.secondary))) return false;
   return true;
+}
+
+/**
+ * Pin repair: asks the hydrator for every pinned pack the local tier lacks. A pack can miss its pin
+ * when it was purged before the metadata naming it committed (the pin set is the object store's
+ * view at the start of a purge pass), when its local write failed, or when the pins changed. Run
+ * by the periodic purge loop; returns how many hydrations it requested. Pinned packs are also
+ * exempt from the hydrator's "recently purged" skip, so the request is honoured.
+ */
+export async function repairPins(core: TierCore): Promise<number> {
+  if (core.local === undefined || core.config.pins.length === 0) return 0;
+  const pinned = await pinnedKeys(core);
+  core.pinnedCache = pinned;
+  let requested = 0;
+  for (const key of pinned) {
+    if (core.index.has(key) || core.localWrites.has(key)) continue;
+    core.recentlyPurged.delete(key);
+    core.requestHydration(key, "pinned");
+    requested++;
+  }
+  return requested;
 }

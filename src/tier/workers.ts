@@ -54,7 +54,9 @@ export function hydratorHandler(core: TierCore): Handler {
       // A local copy that failed a read is replaced even though it exists.
       await core.hydrate(key, event.data.reason === "local-error");
     } else if (event.kind === "pack-uploaded") {
-      if (!core.config.hydrateOnUpload || core.recentlyPurged.has(key)) return;
+      if (!core.config.hydrateOnUpload) return;
+      // A pack purged moments ago is not fetched back just because its announcement came late, unless pinned.
+      if (core.recentlyPurged.has(key) && !core.pinnedCache.has(key)) return;
       await core.hydrate(key, false);
     }
   };

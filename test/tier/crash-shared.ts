@@ -75,9 +75,10 @@ export function managerOptions(t: Tiers, local: BlobBackend, cloud: BlobBackend)
     secondary: t.secondary,
     events: t.events,
     pins: [{ bucket: "pinned" }],
+    // As the object store's packsOf: every pinned pack wherever it is (here: whatever tier holds one).
     packsOf: async () => {
       const keys = new Set<string>();
-      for await (const b of local.list("packs/")) if (isPinned(b.key)) keys.add(b.key);
+      for (const tier of [local, cloud]) for await (const b of tier.list("packs/")) if (isPinned(b.key)) keys.add(b.key);
       return keys;
     },
     // The object store records the upload and announces it; here the announcement is all.

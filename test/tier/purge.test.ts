@@ -71,6 +71,26 @@ test("pinned packs are never purged", async () => {
   assert.deepEqual(asked, ["footage/2024/"]);
 });
 
+test("a pinned pack purged before its pin was known comes back: pin repair, despite the recently-purged skip", async () => {
+  const pinnedSet = new Set<string>();
+  const t = await makeTiers({ ...CAP, pins: [{ bucket: "footage" }], packsOf: async () => pinnedSet });
+  const keys = await nine(t);
+  keys.push(packKey());
+  await t.tm.cloudFirst.put(keys[9]!, blob(SIZE)); // purges 0, 1, 2 (nothing pinned yet)
+  await t.tm.idle();
+  assert.deepEqual((await localKeys(t, keys)).slice(0, 3), [false, false, false]);
+  // Now the store's metadata names keys[0] as pinned, and its pack-uploaded arrives late.
+  pinnedSet.add(keys[0]!);
+  t.tm.start();
+  await t.events.append([ev("pack-uploaded", keys[0]!, { size: SIZE })]);
+  assert.equal(await t.tm.repairPins(), 1);
+  await drain(t);
+  assert.equal(await has(t.local, keys[0]!), true, "the pinned pack is local again");
+  assert.equal(await has(t.local, keys[1]!), false, "an unpinned purged pack is not fetched back");
+  assert.equal(await t.tm.repairPins(), 0, "nothing left to repair");
+  await t.tm.stop();
+});
+
 test("no purge when the pins cannot be resolved", async () => {
   const t = await makeTiers({ ...CAP, pins: [{ bucket: "b" }], packsOf: async () => Promise.reject(new Error("store closed")) });
   await nine(t);
