@@ -20,6 +20,7 @@ import { readTierTotals, type TierTotals } from "../store/tier-totals.js";
 import { collectGarbage } from "../store/gc.js";
 import { fsck } from "../store/fsck.js";
 import { rebuildIndex } from "../store/rebuild.js";
+import { recoverRepository } from "../store/recover.js";
 import { computeStats, S3_STANDARD_PRICES, type StoreStats } from "../store/stats.js";
 import type { ObjectStore, PutOptions } from "../store/store.js";
 import type { VersionHeader } from "../meta/types.js";
@@ -640,6 +641,53 @@ export function registerRepositoryCommands(program: Command): void {
         }
         if (r.missingChunks > 0 || r.packsUnreadable.length > 0) process.exitCode = 1;
       });
+    });
+
+  program
+    .command("recover")
+    .description("rebuild a complete data directory from the bucket alone (key opened with STOWAGE_PASSPHRASE, or STOWAGE_MASTER_KEY); resumable")
+    .requiredOption("--data <dir>", "the new data directory (must not hold a repository; a rerun resumes an interrupted recovery)")
+    .requiredOption("--bucket <url>", "the cloud tier: a directory, file:///PATH or s3://BUCKET/PREFIX")
+    .option("--s3-endpoint <url>", "S3-compatible service URL (default: AWS)")
+    .option("--s3-region <region>", "S3 region")
+    .option("--s3-path-style", "path-style S3 requests (most non-AWS services)")
+    .option("--read-data", "fsck at the end reads and authenticates every chunk")
+    .option("--json", "print the report as JSON")
+    .action(async (opts: { data: string; bucket: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean; readData?: boolean; json?: boolean }) => {
+      const keys = keysFromEnvironment();
+      const pass = keys === undefined ? await passphrase() : undefined;
+      const s3: S3Settings = {};
+      if (opts.s3Endpoint !== undefined) s3.endpoint = opts.s3Endpoint;
+      if (opts.s3Region !== undefined) s3.region = opts.s3Region;
+      if (opts.s3PathStyle === true) s3.forcePathStyle = true;
+      let progress: Progress | undefined;
+      let phase = "";
+      const r = await recoverRepository(opts.data, {
+        bucket: opts.bucket,
+        ...(Object.keys(s3).length === 0 ? {} : { s3 }),
+        ...(pass === undefined ? {} : { passphrase: pass }),
+        ...(keys === undefined ? {} : { keys }),
+        readData: opts.readData === true,
+        progress: (p, done, total) => {
+          if (p !== phase) {
+            progress?.finish();
+            phase = p;
+            progress = new Progress(p, total, "items");
+          }
+          progress?.set(done);
+        },
+      });
+      progress?.finish();
+      if (opts.json === true) json(r);
+      else {
+        out(`recovered repository ${r.repositoryId} into ${r.dir} in ${(r.ms / 1000).toFixed(1)} s${r.resumed ? " (resumed)" : ""}`);
+        out(`${r.packs} packs, ${r.journalRecords} journal records, ${r.entriesApplied} entries replayed (last sequence ${r.lastSequence}), ${r.rebuild.chunksIndexed} chunks indexed`);
+        for (const w of r.warnings) out(`warning: ${w}`);
+        for (const u of r.packsUnreadable) out(`unreadable: ${u.blobKey}: ${u.error}`);
+        for (const p of r.fsck.problems) out(`fsck: ${p.kind}: ${p.message}`);
+        out(r.fsck.ok ? "fsck: clean" : `fsck: ${r.fsck.problems.length} problems`);
+      }
+      if (!r.fsck.ok || r.packsUnreadable.length > 0 || r.rebuild.missingChunks > 0) process.exitCode = 1;
     });
 
   program

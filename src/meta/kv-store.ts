@@ -73,6 +73,8 @@ const RECORD_V1 = 1;
  * (STOWAGE_FORMAT_VERSION) rather than treating write-back data as durable in the cloud.
  */
 const RECORD_V2 = 2;
+/** Pack records of packs holding metadata (journal) records (field `j`); see docs/RECOVERY.md. */
+const RECORD_V3 = 3;
 /** Value of the `S format` row: version byte, then this magic. */
 const FORMAT_MAGIC = "stowage/meta";
 
@@ -495,15 +497,19 @@ const PACK_STATES: readonly PackState[] = ["live", "retired"];
 function encodePack(p: PackRecord): Buffer {
   const o: Json = { b: p.blobKey, s: p.size, e: p.entries, c: p.created, st: p.state };
   if (p.retiredAt !== undefined) o.r = p.retiredAt;
-  if (p.uploaded === false) {
-    o.u = false;
-    return jsonValue(o, RECORD_V2);
+  if (p.uploaded === false) o.u = false;
+  if (p.journal !== undefined && p.journal > 0) {
+    // Format 3: the pack holds metadata (journal) records, which a build that reads only 1 and 2
+    // would not know to keep when it recycles the pack: it must refuse the record instead.
+    o.j = checkUint(p.journal, "pack journal bytes");
+    return jsonValue(o, RECORD_V3);
   }
+  if (p.uploaded === false) return jsonValue(o, RECORD_V2);
   return jsonValue(o);
 }
 
 function decodePack(id: string, row: Buffer, value: Buffer): PackRecord {
-  const o = parseJson(row, value, RECORD_V2);
+  const o = parseJson(row, value, RECORD_V3);
   const state = jStr(o, "st", row);
   if (!(PACK_STATES as readonly string[]).includes(state)) throw corrupt(row, `unknown pack state ${state}`);
   const p: PackRecord = {
@@ -516,9 +522,13 @@ function decodePack(id: string, row: Buffer, value: Buffer): PackRecord {
   };
   if (o.r !== undefined) p.retiredAt = jNum(o, "r", row);
   if (o.u !== undefined) {
-    if (jBool(o, "u", row) || value[0] !== RECORD_V2) throw corrupt(row, "field u must be false, in a format version 2 record");
+    if (jBool(o, "u", row) || value[0] === RECORD_V1) throw corrupt(row, "field u must be false, in a format version 2 or 3 record");
     p.uploaded = false;
   }
+  if (o.j !== undefined) {
+    if (value[0] !== RECORD_V3) throw corrupt(row, "field j must be in a format version 3 record");
+    p.journal = jNum(o, "j", row);
+  } else if (value[0] === RECORD_V3) throw corrupt(row, "a format version 3 pack record without field j");
   return p;
 }
 
@@ -1629,6 +1639,11 @@ class KvMetaTx implements MetaTx {
     this.check();
     this.sequenceUsed = true;
     return this.sequence.take();
+  }
+
+  observeSequence(seq: number): void {
+    this.check();
+    if (this.sequence.observe(checkSequence(seq))) this.sequenceUsed = true;
   }
 
   appendEvent(event: OutboxEvent): string {

@@ -105,6 +105,11 @@ export interface PackRecord {
    * pack is durable in the cloud tier.
    */
   uploaded?: boolean;
+  /**
+   * Sealed bytes of the metadata (journal) records the pack holds (docs/RECOVERY.md). They are
+   * never garbage: gc carries them into the new pack when it recycles this one.
+   */
+  journal?: number;
 }
 
 /** Where a chunk is stored, and how many manifest entries reference it. */
@@ -255,6 +260,8 @@ export interface MetaTx extends MetaReader {
   addCounters(delta: Partial<Counters>): void;
   /** A fresh, strictly increasing number (persisted with the transaction). */
   nextSequence(): Promise<number>;
+  /** Never hand out `seq` or anything below it later (recovery replays sequences from the journal). */
+  observeSequence(seq: number): void;
 
   /**
    * Appends an event to the outbox, committed with the transaction's other writes (or not at all).

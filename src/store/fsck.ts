@@ -149,6 +149,12 @@ export async function fsck(store: ObjectStore, options: FsckOptions = {}): Promi
       continue;
     }
     const entries = new Map(index.entries.map((e) => [Buffer.from(e.id).toString("hex"), e]));
+    // Journal (metadata) records are not chunks and not garbage; the pack record counts their bytes.
+    let journal = 0;
+    for (const e of index.entries) if (e.kind === 2) journal += e.storedLength;
+    if (journal !== (p.journal ?? 0)) {
+      mark("index-mismatch", `pack ${p.id} holds ${journal} bytes of journal records, its record says ${p.journal ?? 0} (gc would not carry them)`);
+    }
     for (const [id, c] of members) {
       const hex = id.toString("hex");
       const e = entries.get(hex);

@@ -24,8 +24,9 @@
 import { StowageError, isStowageError } from "../errors.js";
 import { compressChunk } from "../codec/compress.js";
 import { Packer, type PackCommit } from "../pack/writer.js";
-import { PACK_PREFIX } from "../pack/format.js";
+import { PACK_PREFIX, RECORD_KIND_METADATA, readPackIndex } from "../pack/format.js";
 import type { ChunkRecord, PackRecord } from "../meta/types.js";
+import type { BlobBackend } from "../backend/backend.js";
 import type { ObjectStore } from "./store.js";
 
 export interface GcOptions {
@@ -64,6 +65,10 @@ export interface GcReport {
   orphanBlobsDeleted: number;
   /** Packs left alone because reading them failed (run `stowage fsck --read-data`). */
   unreadablePacks: string[];
+  /** Pack blobs no metadata named that hold journal records: recorded instead of deleted. */
+  orphanPacksAdopted: number;
+  /** Journal (metadata) records copied from recycled packs into new ones. */
+  journalRecordsCarried: number;
   /** Events in the outbox (after trimming). */
   outboxEvents: number;
   /** Oldest outbox events dropped because the outbox held more than maxOutboxEvents (dry run: would drop). */
@@ -108,6 +113,8 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
       bytesReclaimable: 0,
       orphanBlobsDeleted: 0,
       unreadablePacks: [],
+      journalRecordsCarried: 0,
+      orphanPacksAdopted: 0,
       outboxEvents: 0,
       outboxEventsDropped: 0,
     };
@@ -118,7 +125,8 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
     for await (const p of meta.listPacks()) {
       report.packsScanned++;
       if (p.state === "retired") retired.push(p);
-      else usage.set(p.id, { pack: p, liveBytes: 0, live: [], dead: [] });
+      // Journal (metadata) records are never garbage: they count as live bytes (docs/RECOVERY.md).
+      else usage.set(p.id, { pack: p, liveBytes: p.journal ?? 0, live: [], dead: [] });
     }
     const retiredIds = new Set(retired.map((p) => p.id));
     const stillReferenced = new Set<string>();
@@ -161,7 +169,9 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
       store.keys,
       async (commit: PackCommit) => {
         await meta.transaction(async (tx) => {
-          tx.putPack(commit.pack);
+          let journal = 0;
+          for (const [, rec] of commit.metadataRecords) journal += rec.storedLength;
+          tx.putPack(journal > 0 ? { ...commit.pack, journal } : commit.pack);
           for (const [id, rec] of commit.chunks) {
             const old = await tx.getChunk(id);
             if (old === undefined) continue;
@@ -186,6 +196,17 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
             await gcPacker.add({ chunkId: id, method: z.method, rawLength: plain.length, stored: z.bytes });
             report.chunksRewritten++;
             report.bytesRewritten += c.storedLength;
+          }
+          // The pack's journal records travel on, sealed bytes unchanged (their AAD names no pack).
+          if ((u.pack.journal ?? 0) > 0) {
+            const from = store.backendOf(u.pack);
+            const index = await readPackIndex(from, store.keys, u.pack.blobKey, u.pack.size);
+            for (const e of index.entries) {
+              if (e.kind !== RECORD_KIND_METADATA) continue;
+              const sealed = await from.get(u.pack.blobKey, { offset: e.offset, length: e.storedLength });
+              await gcPacker.add({ kind: RECORD_KIND_METADATA, chunkId: e.id, method: e.method, rawLength: e.rawLength, sealed });
+              report.journalRecordsCarried++;
+            }
           }
           recyclable.push(u);
         } catch (err) {
@@ -238,6 +259,14 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
     for (const b of store.writeBackBackend === undefined ? [backend] : [backend, store.writeBackBackend]) {
       for await (const blob of b.list(PACK_PREFIX)) {
         if (known.has(blob.key)) continue;
+        // A pack whose commit never ran may hold journal records (of transactions that committed):
+        // it is adopted (recorded, its chunks unindexed) so that a later run carries them on.
+        const adopted = await adoptJournal(store, b, blob.key, blob.size, now);
+        if (adopted) {
+          known.add(blob.key);
+          report.orphanPacksAdopted++;
+          continue;
+        }
         await b.delete(blob.key);
         if (orphans.has(blob.key)) continue;
         orphans.add(blob.key);
@@ -260,3 +289,23 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
   });
 }
 
+
+/** Records an orphan pack blob holding journal records as a live pack; false when it holds none (or is unreadable). */
+async function adoptJournal(store: ObjectStore, from: BlobBackend, blobKey: string, size: number, now: number): Promise<boolean> {
+  if (from !== store.backend) return false;
+  let index;
+  try {
+    index = await readPackIndex(from, store.keys, blobKey, size);
+  } catch (err) {
+    if (isStowageError(err)) return false;
+    throw err;
+  }
+  let journal = 0;
+  for (const e of index.entries) if (e.kind === RECORD_KIND_METADATA) journal += e.storedLength;
+  if (journal === 0) return false;
+  await store.meta.transaction(async (tx) => {
+    if ((await tx.getPack(index.packId)) !== undefined) return;
+    tx.putPack({ id: index.packId, blobKey, size, entries: index.entries.length, created: now, state: "live", journal });
+  });
+  return true;
+}

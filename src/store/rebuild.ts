@@ -74,6 +74,8 @@ export async function rebuildIndex(store: ObjectStore, options: { progress?: (do
       }
       report.packsRead++;
       const old = oldPacks.get(blob.key);
+      let journal = 0;
+      for (const e of index.entries) if (e.kind === 2) journal += e.storedLength;
       const uploaded = old !== undefined ? old.uploaded !== false : blob.inCloud;
       packs.push({
         id: index.packId,
@@ -84,6 +86,7 @@ export async function rebuildIndex(store: ObjectStore, options: { progress?: (do
         state: old?.state ?? "live",
         ...(old?.retiredAt === undefined ? {} : { retiredAt: old.retiredAt }),
         ...(uploaded ? {} : { uploaded: false }),
+        ...(journal > 0 ? { journal } : {}),
       });
       if (old?.state === "retired") retiredPackIds.add(index.packId);
       const myRank = (old?.state === "retired" ? 0 : 2) + (uploaded ? 1 : 0);

@@ -47,6 +47,24 @@ import type { MetadataStore } from "../meta/types.js";
 import { ObjectStore, type ObjectStoreOptions } from "./store.js";
 
 export const CONFIG_FILE = "stowage.json";
+/** The repository descriptor kept in the bucket (docs/RECOVERY.md). */
+export const DESCRIPTOR_KEY = "config/stowage.json";
+export const DESCRIPTOR_FORMAT = "stowage-descriptor";
+
+/** The repository descriptor in the bucket: what recovery needs besides the key and the packs. */
+export interface RepositoryDescriptor {
+  format: typeof DESCRIPTOR_FORMAT;
+  version: 1;
+  repositoryId: string;
+  keyId: string;
+  created: string;
+  chunker: { minSize: number; avgSize: number; maxSize: number };
+  packTargetSize: number;
+}
+
+export function descriptorOf(c: RepositoryConfig): RepositoryDescriptor {
+  return { format: DESCRIPTOR_FORMAT, version: 1, repositoryId: c.repositoryId, keyId: c.keyId, created: c.created, chunker: c.chunker, packTargetSize: c.packTargetSize };
+}
 export const KEY_FILE = "key";
 /**
  * An unsealed master key kept in the data directory (hex). Written only by `stowage serve` when it
@@ -200,7 +218,7 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /** Writes `data` to `path` atomically and durably (temporary file, fsync, rename). */
-async function writeFileDurably(path: string, data: Uint8Array | string): Promise<void> {
+export async function writeFileDurably(path: string, data: Uint8Array | string): Promise<void> {
   const tmp = `${path}.tmp-${randomBytes(4).toString("hex")}`;
   const fh = await openFile(tmp, "w", 0o600);
   try {
@@ -212,7 +230,7 @@ async function writeFileDurably(path: string, data: Uint8Array | string): Promis
   await rename(tmp, path);
 }
 
-function checkChunker(c: RepositoryConfig["chunker"]): void {
+export function checkChunker(c: RepositoryConfig["chunker"]): void {
   const ok =
     Number.isInteger(c.minSize) && Number.isInteger(c.avgSize) && Number.isInteger(c.maxSize) && c.minSize >= 64 && c.minSize <= c.avgSize && c.avgSize <= c.maxSize && c.maxSize <= 64 * 1024 * 1024;
   if (!ok) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `chunker sizes must satisfy 64 <= min <= avg <= max <= 64 MiB (got ${JSON.stringify(c)})`);
@@ -272,6 +290,8 @@ export async function initRepository(dir: string, options: InitOptions): Promise
       await backend.put(`keys/${config.keyId}`, keyFile);
       await writeFileDurably(join(dir, KEY_FILE), keyFile);
     }
+    // What `stowage recover` needs besides the key and the packs (no secrets: plain JSON).
+    await backend.put(DESCRIPTOR_KEY, Buffer.from(JSON.stringify(descriptorOf(config), null, 2) + "\n", "utf8"));
   } finally {
     await backend.close();
   }
@@ -423,6 +443,9 @@ export async function openRepository(dir: string, options: OpenOptions = {}): Pr
     const store = new ObjectStore(meta, tiers.cloudFirst, keys, {
       chunker: config.chunker,
       packTargetSize: config.packTargetSize,
+      // The metadata journal (docs/RECOVERY.md): off unless asked for (the option, or STOWAGE_JOURNAL=1)
+      // until journal records share the data's group-commit packs; today it costs extra PUTs.
+      journal: process.env.STOWAGE_JOURNAL === "1",
       ...(tiers.writeBack === undefined ? {} : { writeBackBackend: tiers.writeBack }),
       ...storeOptions,
     });

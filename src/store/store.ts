@@ -55,6 +55,8 @@ import { ingest, type IngestResult } from "./ingest.js";
 import { readManifest, type ByteSpan } from "./read.js";
 import { checkBucketName, checkObjectKey, checkPrefix } from "./names.js";
 import { SharedExclusiveLock } from "./lock.js";
+import { journalRecord, recordingTx, type JournalEntry } from "./journal.js";
+import { RECORD_KIND_METADATA } from "../pack/format.js";
 
 export const EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e";
 /** S3's limits. */
@@ -91,6 +93,15 @@ export interface ObjectStoreOptions {
    * ever consume events (some tests, benchmarks).
    */
   events?: boolean;
+  /**
+   * Write the metadata journal (docs/RECOVERY.md): every namespace change is also
+   * sealed into the cloud packs, and an operation on a `cloud` bucket is acknowledged only once its
+   * journal record is durable there, so `stowage recover` can rebuild the repository from the bucket.
+   * Default false (also for repositories, unless STOWAGE_JOURNAL=1): today each journal record rides
+   * in the group-commit pack *after* its data's, which multiplies the PUTs of small objects (see
+   * docs/RECOVERY.md, "Cost"); it becomes the default once records share the data's pack.
+   */
+  journal?: boolean;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -349,6 +360,8 @@ export class ObjectStore {
   /** Events appended so far (to notify listeners after their transaction commits). */
   #eventsAppended = 0;
   readonly #eventListeners = new Set<() => void>();
+  /** Journal records handed to the packer in commit order (each add waits for the previous). */
+  #journalChain: Promise<void> = Promise.resolve();
 
   constructor(meta: MetadataStore, backend: BlobBackend, keys: RepositoryKeys, options: ObjectStoreOptions = {}) {
     this.meta = meta;
@@ -365,6 +378,7 @@ export class ObjectStore {
       compressionLevel: options.compressionLevel ?? DEFAULT_LEVEL,
       minPartSize: options.minPartSize ?? DEFAULT_MIN_PART_SIZE,
       events: options.events ?? true,
+      journal: options.journal ?? false,
       now: options.now ?? Date.now,
     };
     this.#hasher = new ChunkIdHasher(keys);
@@ -394,7 +408,9 @@ export class ObjectStore {
    */
   async #commitPack(commit: PackCommit, writeBack: boolean): Promise<void> {
     await this.#transaction(async (tx) => {
-      const pack: PackRecord = writeBack ? { ...commit.pack, uploaded: false } : commit.pack;
+      let journal = 0;
+      for (const [, rec] of commit.metadataRecords) journal += rec.storedLength;
+      const pack: PackRecord = { ...commit.pack, ...(writeBack ? { uploaded: false } : {}), ...(journal > 0 ? { journal } : {}) };
       tx.putPack(pack);
       const packs = new Map<string, PackRecord | undefined>();
       for (const [id, rec] of commit.chunks) {
@@ -450,6 +466,7 @@ export class ObjectStore {
     if (this.#closed) return;
     this.#closed = true;
     try {
+      await this.#journalChain;
       await Promise.all([this.packer.close(), this.writeBackPacker?.close()]);
     } finally {
       await this.encoder.close();
@@ -460,11 +477,33 @@ export class ObjectStore {
     if (this.#closed) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "the object store is closed");
   }
 
-  /** Runs a metadata transaction, turning a full disk into STOWAGE_NO_SPACE; then tells event listeners. */
-  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
+  /**
+   * Runs a metadata transaction, turning a full disk into STOWAGE_NO_SPACE; then tells event
+   * listeners. With the journal on, the namespace rows the transaction writes become one journal
+   * entry (its sequence taken in the transaction), handed to the cloud packer in commit order; unless
+   * `waitJournal` is false (writes to `local` buckets), the call resolves only once the pack holding
+   * the entry, and every pack holding an earlier one, is durable in the cloud tier.
+   */
+  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>, options: { waitJournal?: boolean } = {}): Promise<T> {
     const before = this.#eventsAppended;
+    let entry: JournalEntry | undefined;
+    const run = !this.options.journal
+      ? fn
+      : async (tx: MetaTx): Promise<T> => {
+          entry = undefined;
+          const rec = recordingTx(tx);
+          const r = await fn(rec.tx);
+          if (rec.ops.length > 0) entry = { sequence: await tx.nextSequence(), time: this.options.now(), ops: rec.ops };
+          return r;
+        };
     try {
-      const result = await this.meta.transaction(fn);
+      const result = await this.meta.transaction(run);
+      // Synchronously after the commit: journal records reach the packer in commit order.
+      if (entry !== undefined) {
+        const journaled = this.#enqueueJournal(entry);
+        if (options.waitJournal !== false) await journaled;
+        else journaled.catch(() => undefined);
+      }
       if (this.#eventsAppended !== before) {
         for (const l of this.#eventListeners) {
           try {
@@ -482,6 +521,33 @@ export class ObjectStore {
       }
       throw err;
     }
+  }
+
+  /**
+   * Hands an entry's record to the cloud packer after the records of earlier commits; resolves once
+   * it and everything added before it are durable (re-adding it if its own pack failed).
+   */
+  #enqueueJournal(entry: JournalEntry): Promise<void> {
+    const rec = journalRecord(entry, this.options.compressionLevel);
+    const added = this.#journalChain.then(() => this.packer.add(rec));
+    this.#journalChain = added.catch(() => undefined);
+    return (async () => {
+      await added;
+      for (let attempt = 1; ; attempt++) {
+        const mine = this.packer.whenCommitted(rec.chunkId, RECORD_KIND_METADATA);
+        const all = this.packer.flush();
+        all.catch(() => undefined);
+        try {
+          await mine;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+          await this.packer.add(rec);
+          continue;
+        }
+        await all;
+        return;
+      }
+    })();
   }
 
   // ------------------------------------------------------------------------------------------
@@ -814,7 +880,7 @@ export class ObjectStore {
     const b = await this.headBucket(bucket);
     return this.lock.shared(async () => {
       const data = await this.#ingestDurably(b, source, ingestOptionsOf(options));
-      return this.#transaction(async (tx) => this.#commitPut(tx, await this.#bucketIn(tx, bucket), key, data, options));
+      return this.#transaction(async (tx) => this.#commitPut(tx, await this.#bucketIn(tx, bucket), key, data, options), { waitJournal: this.#target(b).cloud });
     });
   }
 
@@ -882,12 +948,15 @@ export class ObjectStore {
       await Promise.all(Array.from({ length: Math.max(1, Math.min(options.concurrency ?? 4, items.length)) }, worker));
       if (failure !== undefined) throw failure;
       for (const d of data) await this.#durable(bucketRec, d);
-      return this.#transaction(async (tx) => {
-        const b = await this.#bucketIn(tx, bucket);
-        const results: PutResult[] = [];
-        for (let i = 0; i < items.length; i++) results.push(await this.#commitPut(tx, b, items[i]!.key, data[i]!, items[i]!.options ?? {}));
-        return results;
-      });
+      return this.#transaction(
+        async (tx) => {
+          const b = await this.#bucketIn(tx, bucket);
+          const results: PutResult[] = [];
+          for (let i = 0; i < items.length; i++) results.push(await this.#commitPut(tx, b, items[i]!.key, data[i]!, items[i]!.options ?? {}));
+          return results;
+        },
+        { waitJournal: this.#target(bucketRec).cloud },
+      );
     });
   }
 
@@ -1278,7 +1347,7 @@ export class ObjectStore {
     }
   }
 
-  async #commitPart(uploadId: string, bucket: string, part: PartRecord, ingestedBytes: number): Promise<PartRecord> {
+  async #commitPart(uploadId: string, bucket: string, part: PartRecord, ingestedBytes: number, waitJournal = true): Promise<PartRecord> {
     return this.#transaction(async (tx) => {
       await this.#uploadIn(tx, bucket, uploadId);
       await tx.addRefs(part.manifest, 1);
@@ -1287,7 +1356,7 @@ export class ObjectStore {
       tx.putPart(part);
       tx.addCounters({ plainPuts: 1, ingestedBytes });
       return part;
-    });
+    }, { waitJournal });
   }
 
   async uploadPart(bucket: string, uploadId: string, partNumber: number, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { contentMD5?: string; size?: number } = {}): Promise<PartRecord> {
@@ -1299,7 +1368,7 @@ export class ObjectStore {
     return this.lock.shared(async () => {
       const data = await this.#ingestDurably(b, source, { ...options, maxSize: MAX_PUT_SIZE });
       const part: PartRecord = { uploadId, partNumber, size: data.size, etag: data.md5.toString("hex"), lastModified: this.options.now(), manifest: data.manifest };
-      return this.#commitPart(uploadId, bucket, part, data.size);
+      return this.#commitPart(uploadId, bucket, part, data.size, this.#target(b).cloud);
     });
   }
 
