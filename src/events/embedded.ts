@@ -31,6 +31,7 @@ import { Kv } from "../kv/db.js";
 import type { KvOptions } from "../kv/types.js";
 import type { ConsumerOptions, EventConsumer, EventKind, EventLog, EventValue, LoggedEvent, StowageEvent } from "./types.js";
 import { EVENT_KINDS } from "./types.js";
+import { Waiters } from "./waiters.js";
 
 export interface EmbeddedEventLogOptions {
   /** Events older than this (ms since they were appended) may be removed once every group committed them. Default 7 days. */
@@ -168,7 +169,7 @@ export class EmbeddedEventLog implements EventLog {
   /** Offsets below this were removed by retention. */
   private low: number;
   private lastAppendTime = 0;
-  private waiters: (() => void)[] = [];
+  private readonly waiters = new Waiters();
   private readonly inFlight = new Set<Promise<unknown>>();
   private isClosed = false;
   private retentionTimer: NodeJS.Timeout | undefined;
@@ -255,9 +256,7 @@ export class EmbeddedEventLog implements EventLog {
   }
 
   private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const fn of w) fn();
+    this.waiters.wakeAll();
   }
 
   async consumer(group: string, options: ConsumerOptions = {}): Promise<EventConsumer> {
@@ -322,17 +321,7 @@ export class EmbeddedEventLog implements EventLog {
   /** @internal Resolves when an event is appended, the log closes, or `ms` pass. */
   waitForAppend(ms: number): Promise<void> {
     if (this.isClosed) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== wake);
-        resolve();
-      }, ms);
-      const wake = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.waiters.push(wake);
-    });
+    return this.waiters.wait(ms);
   }
 
   /** @internal */

@@ -39,6 +39,7 @@ import {
 } from "@platformatic/kafka";
 import { StowageError, isStowageError } from "../errors.js";
 import { parseEventJson } from "./embedded.js";
+import { Waiters } from "./waiters.js";
 import type { ConsumerOptions, EventConsumer, EventLog, LoggedEvent, StowageEvent } from "./types.js";
 
 export interface KafkaEventLogOptions {
@@ -335,7 +336,7 @@ class KafkaConsumer implements EventConsumer {
   private stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined;
   private buffer: Message[] = [];
   private failure: unknown;
-  private waiters: (() => void)[] = [];
+  private readonly waiters = new Waiters();
   /** Next offset this consumer returns, per partition (skips redeliveries after a reconnect). */
   private readonly position = new Map<number, bigint>();
   /** Highest offset committed through this consumer, per partition (commits never go back). */
@@ -399,23 +400,11 @@ class KafkaConsumer implements EventConsumer {
   }
 
   private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const fn of w) fn();
+    this.waiters.wakeAll();
   }
 
   private wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== wake);
-        resolve();
-      }, ms);
-      const wake = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.waiters.push(wake);
-    });
+    return this.waiters.wait(ms);
   }
 
   /** Drops the failed client; the next poll connects again. */

@@ -3,6 +3,7 @@
  * as the simplest implementation of the interface, held to the same conformance suite).
  */
 import { StowageError } from "../errors.js";
+import { Waiters } from "./waiters.js";
 import type { ConsumerOptions, EventConsumer, EventLog, LoggedEvent, StowageEvent } from "./types.js";
 
 function closed(what: string): StowageError {
@@ -14,7 +15,7 @@ export class MemoryEventLog implements EventLog {
   private readonly events: LoggedEvent[] = [];
   /** Next offset each group resumes at. */
   private readonly committed = new Map<string, number>();
-  private waiters: (() => void)[] = [];
+  private readonly waiters = new Waiters();
   private isClosed = false;
 
   async append(events: readonly StowageEvent[]): Promise<void> {
@@ -22,9 +23,7 @@ export class MemoryEventLog implements EventLog {
     for (const e of events) {
       this.events.push({ ...e, data: { ...e.data }, partition: 0, offset: this.events.length });
     }
-    const w = this.waiters;
-    this.waiters = [];
-    for (const wake of w) wake();
+    this.waiters.wakeAll();
   }
 
   async consumer(group: string, options: ConsumerOptions = {}): Promise<EventConsumer> {
@@ -40,9 +39,7 @@ export class MemoryEventLog implements EventLog {
 
   async close(): Promise<void> {
     this.isClosed = true;
-    const w = this.waiters;
-    this.waiters = [];
-    for (const wake of w) wake();
+    this.waiters.wakeAll();
   }
 
   /** @internal */
@@ -53,17 +50,7 @@ export class MemoryEventLog implements EventLog {
 
   /** @internal Resolves when an event is appended, the log closes, or `ms` pass. */
   waitForAppend(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== wake);
-        resolve();
-      }, ms);
-      const wake = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.waiters.push(wake);
-    });
+    return this.waiters.wait(ms);
   }
 
   /** @internal */
