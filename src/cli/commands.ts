@@ -10,9 +10,9 @@ import { randomBytes } from "node:crypto";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import type { Command } from "commander";
-import { StowageError } from "../errors.js";
+import { StowageError, isStowageError } from "../errors.js";
 import { keysFromEnvironment } from "../codec/keys.js";
-import { initRepository, type InitOptions } from "../store/repository.js";
+import { initRepository, type InitOptions, type Repository } from "../store/repository.js";
 import type { S3Settings } from "../store/locations.js";
 import { parseEventsUrl, type TiersConfig } from "../store/tiering.js";
 import type { TierManagerStats } from "../tier/stats.js";
@@ -24,7 +24,7 @@ import { recoverRepository } from "../store/recover.js";
 import { computeStats, S3_STANDARD_PRICES, type StoreStats } from "../store/stats.js";
 import type { ObjectStore, PutOptions } from "../store/store.js";
 import type { VersionHeader } from "../meta/types.js";
-import { dataDir, parseBucketPath, passphrase, withRepo } from "./context.js";
+import { dataDir, openRepo, parseBucketPath, passphrase, withRepo } from "./context.js";
 import { Progress, formatBytes } from "./progress.js";
 
 interface DataOpt {
@@ -701,18 +701,31 @@ export function registerRepositoryCommands(program: Command): void {
     .action(async (opts: DataOpt & { priceStorage: string; pricePut: string; scan?: boolean; json?: boolean }) => {
       const prices = { ...S3_STANDARD_PRICES, storagePerGiBMonth: Number(opts.priceStorage), putPer1000: Number(opts.pricePut) };
       if (!(prices.storagePerGiBMonth >= 0) || !(prices.putPer1000 >= 0)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "prices must be non-negative numbers");
-      // With services, the repository opens its configured event log, so the workers' backlogs can be read.
-      await withRepo(
-        opts.data,
-        async (repo) => {
-          const s = await computeStats(repo.meta, prices);
-          const tiers = await repo.tiers.stats({ scan: opts.scan === true });
-          // This command's own requests (the scan) are not the gateway's: show the gateway's totals.
-          const totals = await readTierTotals(repo.dir);
-          if (opts.json === true) json({ ...s, tiers: { ...tiers, totals } });
-          else out(statsText(s) + "\n" + tierStatsText(tiers, totals));
-        },
-        { services: true },
-      );
+      const show = async (repo: Repository, eventLogError?: string): Promise<void> => {
+        const s = await computeStats(repo.meta, prices);
+        const tiers = await repo.tiers.stats({ scan: opts.scan === true });
+        // Without the configured event log the backlogs are not known (not zero).
+        if (eventLogError !== undefined) for (const group of Object.keys(tiers.lag) as (keyof typeof tiers.lag)[]) tiers.lag[group] = undefined;
+        // This command's own requests (the scan) are not the gateway's: show the gateway's totals.
+        const totals = await readTierTotals(repo.dir);
+        if (opts.json === true) json({ ...s, tiers: { ...tiers, totals, ...(eventLogError === undefined ? {} : { eventLogError }) } });
+        else out(statsText(s) + "\n" + tierStatsText(tiers, totals) + (eventLogError === undefined ? "" : `\nevent log          unavailable: ${eventLogError}`));
+      };
+      // With services, the repository opens its configured event log, so the workers' backlogs can
+      // be read; if it cannot be opened (a Kafka broker down), the rest is shown all the same.
+      let repo: Repository;
+      let eventLogError: string | undefined;
+      try {
+        repo = await openRepo(opts.data, { services: true });
+      } catch (err) {
+        if (!isStowageError(err, "STOWAGE_EVENTS_IO")) throw err;
+        eventLogError = err.message;
+        repo = await openRepo(opts.data);
+      }
+      try {
+        await show(repo, eventLogError);
+      } finally {
+        await repo.close();
+      }
     });
 }

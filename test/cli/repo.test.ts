@@ -456,6 +456,32 @@ describe("stowage CLI on a repository", { concurrency: true }, () => {
     }
   });
 
+  test("init with tiers; stats shows them, and still answers when the Kafka event log is unreachable", async () => {
+    const root = await mkdtemp(join(tmpdir(), "stowage-cli-tiers-"));
+    const repo = new Repo(root, join(root, "data"));
+    try {
+      await repo.ok(["init", "--kdf-cost", "10", "--local-tier", join(root, "local"), "--local-capacity", "10MiB", "--secondary", `file://${join(root, "secondary")}`]);
+      const config = JSON.parse(await readFile(join(repo.data, "stowage.json"), "utf8")) as { tiers: { local: { capacityBytes: number } } };
+      assert.equal(config.tiers.local.capacityBytes, 10 * 1024 * 1024);
+      await writeFile(repo.path("f"), randomBytes(300_000));
+      await repo.ok(["put", repo.path("f"), "media/f"]);
+      const text = await repo.ok(["stats"]);
+      assert.match(text.out, /^local tier +29[0-9]\.[0-9] KiB in 1 blobs, capacity 10\.0 MiB/m, text.out);
+      assert.match(text.out, /^hydrator backlog +0 events/m, text.out);
+      // The events are in the outbox until a gateway relays them.
+      assert.match(text.out, /^outbox +[1-9][0-9]* events/m, text.out);
+      // Point the event log at a port where no broker listens: stats still answers.
+      const withKafka = { ...JSON.parse(await readFile(join(repo.data, "stowage.json"), "utf8")), events: { kind: "kafka", brokers: ["127.0.0.1:1"] } } as object;
+      await writeFile(join(repo.data, "stowage.json"), JSON.stringify(withKafka));
+      const down = await repo.ok(["stats"]);
+      assert.match(down.out, /^hydrator backlog +unknown/m, down.out);
+      assert.match(down.out, /^event log +unavailable: kafka event log/m, down.out);
+      await repo.fails("STOWAGE_INVALID_ARGUMENT", ["init", "--local-tier", join(root, "x")], { env: {} });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   test("stats --json: compression of text and fewer PUTs than a plain upload of 50 small files", async () => {
     const repo = await Repo.create("small");
     try {
