@@ -21,6 +21,9 @@ import { collectGarbage } from "../../src/store/gc.js";
 import { fsck } from "../../src/store/fsck.js";
 import type { ObjectStore } from "../../src/store/store.js";
 import { bytes, collect } from "../store/helpers.js";
+import { CreateBucketCommand } from "@aws-sdk/client-s3";
+import { S3Backend } from "../../src/backend/s3.js";
+import { S3TestServer, findS3Servers, INSTALL_HINT } from "../backend/s3-server.js";
 
 const PASS = "recover test passphrase";
 const KDF = { scrypt: { log2N: 10, r: 8, p: 1 } };
@@ -256,5 +259,58 @@ test("SIGKILL during concurrent writes, data directory lost: recover keeps every
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
+  }
+});
+
+// The same against a real S3-compatible server (moto): the cloud tier is s3://, the data directory
+// is lost entirely, and recover reads everything back through the S3 API.
+const haveMoto = findS3Servers().includes("moto");
+if (!haveMoto && process.env.CI !== undefined && process.env.CI !== "") {
+  test("moto is installed (CI)", () => assert.fail(`CI is set but moto is not installed: run ${INSTALL_HINT}`));
+}
+
+test("recover from an s3:// bucket on a real S3-compatible server (moto)", { skip: haveMoto ? false : `moto is not installed: run ${INSTALL_HINT}` }, async () => {
+  const srv = await S3TestServer.start("moto");
+  const saved = { access: process.env.STOWAGE_S3_ACCESS_KEY, secret: process.env.STOWAGE_S3_SECRET_KEY };
+  process.env.STOWAGE_S3_ACCESS_KEY = "test";
+  process.env.STOWAGE_S3_SECRET_KEY = "test";
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "stowage-recover-s3-"));
+  try {
+    const bucketName = `stowage-rec-${process.pid}`;
+    const admin = new S3Backend({ bucket: bucketName, endpoint: srv.endpoint, forcePathStyle: true, credentials: { accessKeyId: "test", secretAccessKey: "test" } });
+    await admin.client.send(new CreateBucketCommand({ Bucket: bucketName }));
+    await admin.close();
+    const url = `s3://${bucketName}/repo`;
+    const s3 = { endpoint: srv.endpoint, forcePathStyle: true };
+    const dir = path.join(root, "data");
+    await initRepository(dir, { passphrase: PASS, keyFile: KDF, chunker: { minSize: 1024, avgSize: 4096, maxSize: 16384 }, packTargetSize: 64 * 1024, bucket: url, s3 });
+    const repo = await openRepository(dir, { passphrase: PASS, journal: true });
+    const s = repo.store;
+    await s.createBucket("media", { versioning: "enabled" });
+    await Promise.all(Array.from({ length: 24 }, (_, i) => s.putObject("media", `clip${i % 8}`, [bytes(3000 + i * 500, i)], { contentType: "video/mp4", userMetadata: { take: String(i) } })));
+    await s.deleteObject("media", "clip1");
+    await s.copyObject("media", "clip2", "media", "clip2-copy");
+    const before = await snapshotOf(s);
+    await repo.close();
+    assert.equal(fs.existsSync(path.join(dir, "bucket")), false, "nothing was written to a local bucket directory");
+    fs.rmSync(dir, { recursive: true, force: true });
+
+    const r = await recoverRepository(path.join(root, "recovered"), { bucket: url, s3, passphrase: PASS, readData: true });
+    assert.ok(r.fsck.ok, r.fsck.problems.map((p) => `${p.kind}: ${p.message}`).join("\n"));
+    assert.equal(r.rebuild.missingChunks, 0);
+    const rec = await openRepository(path.join(root, "recovered"), { passphrase: PASS, journal: true });
+    try {
+      assert.deepEqual(await snapshotOf(rec.store), before);
+      assert.equal(rec.config.bucket, url, "the recovered repository keeps using the S3 bucket");
+    } finally {
+      await rec.close();
+    }
+  } finally {
+    if (saved.access === undefined) delete process.env.STOWAGE_S3_ACCESS_KEY;
+    else process.env.STOWAGE_S3_ACCESS_KEY = saved.access;
+    if (saved.secret === undefined) delete process.env.STOWAGE_S3_SECRET_KEY;
+    else process.env.STOWAGE_S3_SECRET_KEY = saved.secret;
+    await srv.stop();
+    fs.rmSync(root, { recursive: true, force: true });
   }
 });
