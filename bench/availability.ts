@@ -40,6 +40,7 @@ import { FaultyBackend } from "../src/backend/faulty.js";
 import type { BlobBackend } from "../src/backend/backend.js";
 import { MemoryEventLog } from "../src/events/memory.js";
 import { TierManager } from "../src/tier/manager.js";
+import { mulberry32 as prng } from "../src/util/random.js";
 
 const YEAR_S = 365 * 24 * 3600;
 
@@ -90,18 +91,6 @@ function config(argv: string[]): Config {
     localOutageMin: num(values["local-outage-min"], 60, "local-outage-min", (x) => x > 0),
     writeFraction: num(values["write-fraction"], 0.3, "write-fraction", frac),
     flushIntervalS: num(values["flush-interval-s"], 300, "flush-interval-s", (x) => x > 0),
-  };
-}
-
-/** A small seeded PRNG (mulberry32): the same seed, the same trace and outages. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -47,6 +47,7 @@
 import { StowageError } from "../errors.js";
 import { checkBlobKey, checkRange, type BlobBackend, type BlobInfo, type ByteRange } from "./backend.js";
 import { BackendIoError } from "./retry.js";
+import { mulberry32 } from "../util/random.js";
 
 export type BackendOp = "put" | "get" | "head" | "list" | "delete";
 
@@ -108,18 +109,6 @@ export interface FaultyBackendOptions {
   opLatencyMs?: Partial<Record<BackendOp, number>>;
   /** The clock outages are timed by, in ms. Default `performance.now`. */
   now?: () => number;
-}
-
-/** mulberry32: small, fast, seedable; plenty for choosing faults. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 class ActiveFault implements Outage {

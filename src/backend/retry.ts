@@ -36,6 +36,7 @@
  */
 import { StowageError, isStowageError, type ErrorDetails } from "../errors.js";
 import type { BlobBackend, BlobInfo, ByteRange } from "./backend.js";
+import { mulberry32 } from "../util/random.js";
 
 /** Details of a backend I/O failure that decide how it is retried. */
 export interface BackendIoHints {
@@ -117,18 +118,6 @@ export interface RetryStats {
   queued: number;
   /** The largest `inFlight` seen. */
   maxInFlight: number;
-}
-
-/** mulberry32, as in the fault injector: small and seedable. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function byteCompare(a: string, b: string): number {

@@ -16,6 +16,7 @@ import {
   setWordScanForTesting,
 } from "../../src/codec/chunker.js";
 import { isStowageError } from "../../src/errors.js";
+import { mulberry32 as prng } from "../../src/util/random.js";
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -31,18 +32,6 @@ function seededBytes(seed: string, n: number): Uint8Array {
 
 function keyOf(seed: string): Uint8Array {
   return new Uint8Array(createHash("sha256").update(seed).digest());
-}
-
-/** mulberry32: a small seeded PRNG for split sizes and offsets. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Piece sizes log-uniform in [1, maxPiece], covering `total`. */

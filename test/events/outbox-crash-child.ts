@@ -23,6 +23,7 @@ import { OutboxRelay } from "../../src/events/outbox.js";
 import type { EventConsumer, EventLog, StowageEvent } from "../../src/events/types.js";
 import { StowageError } from "../../src/errors.js";
 import { bytes } from "../store/helpers.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 /** An append-only event log in a file: enough for the relay (append), durable per call. */
 export class FileEventLog implements EventLog {
@@ -63,17 +64,6 @@ function emit(obj: object): void {
       if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
     }
   }
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 async function main(): Promise<void> {

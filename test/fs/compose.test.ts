@@ -12,6 +12,7 @@ import { collectGarbage } from "../../src/store/gc.js";
 import { computeStats } from "../../src/store/stats.js";
 import type { ObjectStore } from "../../src/store/store.js";
 import { assertClean, bytes, makeStore, readAll } from "../store/helpers.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 const SOAK = process.env.STOWAGE_SOAK === "1";
 const ONE = process.env.STOWAGE_COMPOSE_SEED;
@@ -19,15 +20,12 @@ const SEEDS = ONE !== undefined ? [Number(ONE)] : SOAK ? [1, 2, 3, 4, 5, 6, 7, 8
 const OPS = SOAK ? 600 : 120;
 
 class Rng {
-  #s: number;
+  readonly #next: () => number;
   constructor(seed: number) {
-    this.#s = (seed * 0x9e3779b1) >>> 0 || 1;
+    this.#next = mulberry32((seed * 0x9e3779b1) >>> 0 || 1);
   }
   next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
   int(lo: number, hi: number): number {
     return lo + Math.floor(this.next() * (hi - lo + 1));

@@ -21,6 +21,7 @@
  */
 import type { CrashTarget } from "../../src/kv/crash-fs.js";
 import type { KvOptions } from "../../src/kv/types.js";
+export { mulberry32 } from "../../src/util/random.js";
 
 /** Tiny sizes, so flushes, compactions and manifest writes happen all the time. */
 export const CRASH_STORE_OPTIONS: KvOptions = {
@@ -112,15 +113,4 @@ export function batchOps(s: BatchSpec): Op[] {
   ops.push({ type: "put", key: markerKey(s.b), value: String(s.b) });
   if (s.del !== undefined) for (let i = 0; i < s.del[1]; i++) ops.push({ type: "del", key: dataKey(s.del[0], i) });
   return ops;
-}
-
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -32,6 +32,7 @@ import {
   type Snapshot,
   type WritableFile,
 } from "../../src/kv/index.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 // ---------------------------------------------------------------------------------------------
 // Seeds, PRNG, temp dirs
@@ -41,17 +42,13 @@ const ENV_SEED = process.env.STOWAGE_SEED;
 const BASE_SEED = ENV_SEED !== undefined && ENV_SEED !== "" ? Number(ENV_SEED) >>> 0 : Math.floor(Math.random() * 2 ** 31);
 
 class Rng {
-  private a: number;
+  readonly #next: () => number;
   constructor(seed: number) {
-    this.a = seed >>> 0;
+    this.#next = mulberry32(seed);
   }
   /** mulberry32: uniform in [0, 1). */
   next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
   /** Integer in [0, n). */
   int(n: number): number {

@@ -19,6 +19,7 @@ import { BloomBuilder, bloomHash, mayContain } from "../../src/kv/table/bloom.js
 import { FOOTER_SIZE } from "../../src/kv/table/format.js";
 import { TableBuilder, type TableBuilderOptions } from "../../src/kv/table/builder.js";
 import { Table } from "../../src/kv/table/table.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 const nfs = new NodeFileSystem();
 let dir = "";
@@ -33,17 +34,6 @@ after(() => {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function baseSeed(): number {
   const env = process.env.STOWAGE_SEED;

@@ -24,6 +24,7 @@ import {
   type UploadRecord,
   type VersionHeader,
 } from "../../src/meta/index.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -828,16 +829,12 @@ test("listCurrent over a key with 5,000 versions reads one row per key", async (
 // Randomized model test
 
 class Rng {
-  private a: number;
+  readonly #next: () => number;
   constructor(seed: number) {
-    this.a = seed >>> 0;
+    this.#next = mulberry32(seed);
   }
   next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
   int(n: number): number {
     return Math.floor(this.next() * n);

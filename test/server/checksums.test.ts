@@ -26,21 +26,10 @@ import {
   validateChecksumValue,
   type ChecksumAlgorithm,
 } from "../../src/server/s3/checksums.js";
+import { mulberry32 as rng } from "../../src/util/random.js";
 
 function expectS3(code: string, fn: () => unknown): void {
   assert.throws(fn, (e: unknown) => e instanceof S3Error && e.code === code, `expected ${code}`);
-}
-
-/** Deterministic lengths and split points. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const CHECK = Buffer.from("123456789");

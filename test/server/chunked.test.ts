@@ -19,21 +19,10 @@ import { S3Error } from "../../src/server/s3/errors.js";
 import { chunkSignature, decodeAwsChunked, type ChunkedOptions, type ChunkedResult } from "../../src/server/s3/chunked.js";
 import { signingKey, verifySigV4, type Authenticated, type Credentials } from "../../src/server/s3/sigv4.js";
 import { checksumBase64, checksumFromHeaders, validateChecksumValue, type ChecksumAlgorithm } from "../../src/server/s3/checksums.js";
+import { mulberry32 as rng } from "../../src/util/random.js";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Split `buf` into random pieces of 1..maxPiece bytes. */
 function splitRandom(buf: Buffer, seed: number, maxPiece: number): Buffer[] {

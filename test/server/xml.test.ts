@@ -25,6 +25,7 @@ import {
   type XmlElement,
   type XmlNode,
 } from "../../src/server/s3/xml.js";
+import { mulberry32 as rng } from "../../src/util/random.js";
 
 const DECL = '<?xml version="1.0" encoding="UTF-8"?>\n';
 
@@ -45,18 +46,6 @@ function throwsS3(fn: () => unknown, code: string, reason?: RegExp, status = 400
 
 const malformedXml = (input: string | Buffer, reason?: RegExp, options?: Parameters<typeof parseXml>[1]): S3Error =>
   throwsS3(() => parseXml(input, options), "MalformedXML", reason);
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("xml writer", () => {
   test("declaration, S3 namespace, insertion order, repeated elements, omitted nulls", () => {

@@ -32,6 +32,7 @@ import { openRepository } from "../../src/store/repository.js";
 import { collectGarbage } from "../../src/store/gc.js";
 import type { ObjectStore } from "../../src/store/store.js";
 import { bytes } from "./helpers.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 export interface StoreChildConfig {
   dir: string;
@@ -61,17 +62,6 @@ function emitTo(fd: number, line: string): void {
   }
 }
 const emit = (obj: object): void => emitTo(1, JSON.stringify(obj));
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const md5 = (b: Uint8Array): string => createHash("md5").update(b).digest("hex");
 

@@ -40,6 +40,7 @@ import { collectGarbage } from "../../src/store/gc.js";
 import { fsck, type FsckReport } from "../../src/store/fsck.js";
 import type { ObjectStore } from "../../src/store/store.js";
 import type { StoreChildConfig } from "./crash-child.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "crash-child.js");
 const BUCKETS = ["crash", "vers", "snap"] as const;
@@ -52,17 +53,6 @@ function killRounds(): number {
 function baseSeed(): number {
   const env = process.env.STOWAGE_SEED;
   return env !== undefined && env !== "" ? Number(env) : Math.floor(Math.random() * 2 ** 31);
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The MD5 of an object's content, or null when the key does not exist. */

@@ -29,6 +29,7 @@ import { collectGarbage } from "../../src/store/gc.js";
 import { fsck } from "../../src/store/fsck.js";
 import type { ObjectStore, RangeRequest } from "../../src/store/store.js";
 import { bytes, collect, makeStore, pieces, type TestStore } from "./helpers.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 const SOAK = process.env.STOWAGE_SOAK === "1";
 const ONE_SEED = process.env.STOWAGE_MODEL_SEED;
@@ -41,16 +42,13 @@ const FULL_EVERY = 20;
 // Randomness
 
 class Rng {
-  #s: number;
+  readonly #next: () => number;
   constructor(seed: number) {
-    this.#s = (seed * 0x9e3779b1) >>> 0 || 1;
+    this.#next = mulberry32((seed * 0x9e3779b1) >>> 0 || 1);
   }
   /** [0, 1), mulberry32. */
   next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
   /** Integer in [lo, hi]. */
   int(lo: number, hi: number): number {

@@ -25,6 +25,7 @@ import type { BlobBackend, BlobInfo, ByteRange } from "../../src/backend/backend
 import { FaultyBackend } from "../../src/backend/faulty.js";
 import { TierManager } from "../../src/tier/manager.js";
 import { contentOf, managerOptions, openTiers, sizeOf, type CrashChildConfig } from "./crash-shared.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 function emit(obj: object): void {
   const buf = Buffer.from(JSON.stringify(obj) + "\n");
@@ -41,17 +42,6 @@ function emit(obj: object): void {
 function die(msg: string): never {
   fs.writeSync(2, msg + "\n");
   process.exit(2);
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Wraps a backend to observe calls: `before`/`after` run around the inner call. */

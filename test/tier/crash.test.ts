@@ -34,6 +34,7 @@ import type { BlobBackend } from "../../src/backend/backend.js";
 import type { LoggedEvent } from "../../src/events/types.js";
 import { TierManager } from "../../src/tier/manager.js";
 import { CAPACITY, LOW, closeTiers, contentOf, isPinned, managerOptions, openTiers, type CrashChildConfig } from "./crash-shared.js";
+import { mulberry32 } from "../../src/util/random.js";
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "crash-child.js");
 
@@ -45,17 +46,6 @@ function rounds(): number {
 function baseSeed(): number {
   const env = process.env.STOWAGE_SEED;
   return env !== undefined && env !== "" ? Number(env) : Math.floor(Math.random() * 2 ** 31);
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type Line =
