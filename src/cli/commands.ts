@@ -193,6 +193,7 @@ function statsText(s: StoreStats): string {
   const rows: Array<[string, string]> = [
     ["logical bytes", `${formatBytes(s.logicalBytes)} (${s.logicalBytes})`],
     ["stored bytes", `${formatBytes(s.storedBytes)} (${s.storedBytes})`],
+    ["  of which journal", `${formatBytes(s.journalBytes)} (${s.journalBytes})`],
     ["dedup ratio", s.dedupRatio.toFixed(2)],
     ["compression ratio", s.compressionRatio.toFixed(2)],
     ["buckets", String(s.buckets)],
@@ -582,6 +583,21 @@ export function registerRepositoryCommands(program: Command): void {
         out(`${r.dryRun ? "would delete" : "deleted"} ${r.packsDeleted} retired packs${r.orphanBlobsDeleted > 0 ? ` and ${r.orphanBlobsDeleted} orphan blobs` : ""}; bytes reclaimed now: ${formatBytes(Math.max(0, r.bytesReclaimed))}`);
         for (const p of r.unreadablePacks) out(`unreadable pack left alone: ${p} (run stowage fsck --read-data)`);
         if (r.outboxEventsDropped > 0) out(`outbox: ${r.dryRun ? "would drop" : "dropped"} the ${r.outboxEventsDropped} oldest unrelayed events (${r.outboxEvents} kept)`);
+        if (r.journalRecordsDropped > 0 || r.checkpointsDeleted > 0) out(`journal: ${r.journalRecordsDropped} records covered by a checkpoint dropped, ${r.checkpointsDeleted} old checkpoints ${r.dryRun ? "would be " : ""}deleted`);
+        for (const p of r.checkpointProblems) out(`unreadable checkpoint (no journal records dropped): ${p}`);
+      });
+    });
+
+  program
+    .command("checkpoint")
+    .description("write a metadata checkpoint to the bucket, so recovery replays only the journal after it (docs/RECOVERY.md)")
+    .option("--data <dir>", "data directory")
+    .option("--json", "print the result as JSON")
+    .action(async (opts: DataOpt & { json?: boolean }) => {
+      await withRepo(opts.data, async (repo) => {
+        const r = await repo.store.checkpoint();
+        if (opts.json === true) json(r);
+        else out(`checkpoint ${r.key}: journal index ${r.index}, ${r.rows} rows, ${formatBytes(r.bytes)}`);
       });
     });
 
@@ -652,8 +668,14 @@ export function registerRepositoryCommands(program: Command): void {
     .option("--s3-region <region>", "S3 region")
     .option("--s3-path-style", "path-style S3 requests (most non-AWS services)")
     .option("--read-data", "fsck at the end reads and authenticates every chunk")
+    .option("--to-time <time>", "recover the repository as it was at this time (ISO 8601, or ms since the epoch)")
     .option("--json", "print the report as JSON")
-    .action(async (opts: { data: string; bucket: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean; readData?: boolean; json?: boolean }) => {
+    .action(async (opts: { data: string; bucket: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean; readData?: boolean; toTime?: string; json?: boolean }) => {
+      let toTime: number | undefined;
+      if (opts.toTime !== undefined) {
+        toTime = /^[0-9]+$/.test(opts.toTime) ? Number(opts.toTime) : Date.parse(opts.toTime);
+        if (!Number.isFinite(toTime)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `--to-time: not a time: ${JSON.stringify(opts.toTime)}`);
+      }
       const keys = keysFromEnvironment();
       const pass = keys === undefined ? await passphrase() : undefined;
       const s3: S3Settings = {};
@@ -668,6 +690,7 @@ export function registerRepositoryCommands(program: Command): void {
         ...(pass === undefined ? {} : { passphrase: pass }),
         ...(keys === undefined ? {} : { keys }),
         readData: opts.readData === true,
+        ...(toTime === undefined ? {} : { toTime }),
         progress: (p, done, total) => {
           if (p !== phase) {
             progress?.finish();
@@ -681,7 +704,7 @@ export function registerRepositoryCommands(program: Command): void {
       if (opts.json === true) json(r);
       else {
         out(`recovered repository ${r.repositoryId} into ${r.dir} in ${(r.ms / 1000).toFixed(1)} s${r.resumed ? " (resumed)" : ""}`);
-        out(`${r.packs} packs, ${r.journalRecords} journal records, ${r.entriesApplied} entries replayed (last sequence ${r.lastSequence}), ${r.rebuild.chunksIndexed} chunks indexed`);
+        out(`${r.packs} packs, ${r.journalRecords} journal records, ${r.checkpoint === undefined ? "no checkpoint" : `from checkpoint ${r.checkpoint}`}, ${r.entriesApplied} entries replayed (last journal index ${r.lastIndex}), ${r.intentsApplied} of ${r.intents} put intents applied, ${r.rebuild.chunksIndexed} chunks indexed`);
         for (const w of r.warnings) out(`warning: ${w}`);
         for (const u of r.packsUnreadable) out(`unreadable: ${u.blobKey}: ${u.error}`);
         for (const p of r.fsck.problems) out(`fsck: ${p.kind}: ${p.message}`);

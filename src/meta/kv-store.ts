@@ -15,7 +15,9 @@
  *   W bucket 00 uploadId                  upload → key index    0x01 ‖ key
  *   R uploadId 00 be32(partNumber)        part record           0x01 ‖ binary
  *   O be64(n)                             outbox event n        0x01 ‖ JSON
- *   S "format" | "sequence" | "counters" | "outbox"   singletons
+ *   J be64(n)                             journal entry n,      0x01 ‖ entry bytes
+ *                                         not yet shipped
+ *   S "format" | "sequence" | "counters" | "outbox" | "journal"   singletons
  *
  * Versions of one key are contiguous and newest first, so the current version is the first row
  * of its key, and `listCurrent` moves to the next key with one cursor re-seek (to
@@ -55,6 +57,7 @@ import type {
 /** First key byte of each record family (*persisted*). */
 const F_BUCKET = 0x42; // B
 const F_CHUNK = 0x43; // C
+const F_JOURNAL = 0x4a; // J
 const F_MANIFEST = 0x4d; // M
 const F_OUTBOX = 0x4f; // O
 const F_PACK = 0x50; // P
@@ -88,6 +91,7 @@ const KEY_FORMAT = Buffer.from([F_SINGLETON, ...Buffer.from("format")]);
 const KEY_SEQUENCE = Buffer.from([F_SINGLETON, ...Buffer.from("sequence")]);
 const KEY_COUNTERS = Buffer.from([F_SINGLETON, ...Buffer.from("counters")]);
 const KEY_OUTBOX = Buffer.from([F_SINGLETON, ...Buffer.from("outbox")]);
+const KEY_JOURNAL = Buffer.from([F_SINGLETON, ...Buffer.from("journal")]);
 const OUTBOX_ID = /^outbox-(0|[1-9][0-9]{0,15})$/;
 
 const COUNTER_FIELDS = ["backendPuts", "backendBytesWritten", "plainPuts", "ingestedBytes"] as const;
@@ -574,6 +578,28 @@ function outboxSeq(row: Buffer): number {
   return row.readUInt32BE(1) * TWO_32 + row.readUInt32BE(5);
 }
 
+function journalKey(n: number): Buffer {
+  const b = outboxKey(n);
+  b[0] = F_JOURNAL;
+  return b;
+}
+
+function journalIndexOf(row: Buffer): number {
+  if (row.length !== 9 || row[0] !== F_JOURNAL) throw corrupt(row, "malformed journal key");
+  return row.readUInt32BE(1) * TWO_32 + row.readUInt32BE(5);
+}
+
+function encodeJournalState(last: number): Buffer {
+  return new ByteWriter().byte(RECORD_V1).varint(last).done();
+}
+
+function decodeJournalState(row: Buffer, value: Buffer): number {
+  const r = new ByteReader(payload(row, value), row);
+  const last = r.varint();
+  r.end();
+  return last;
+}
+
 /** The outbox sequence: the last id handed out, and how many events the outbox holds. */
 interface OutboxState {
   last: number;
@@ -935,10 +961,19 @@ class SequenceAllocator {
 
   constructor(last: number) {
     this.nextValue = last + 1;
+    this.persisted = last;
   }
+
+  /** The last number a committed batch recorded (numbers above it may be reused after a crash). */
+  persisted: number;
 
   take(): number {
     return this.nextValue++;
+  }
+
+  /** True when numbers were handed out (e.g. reserved outside a transaction) since the last persisted one. */
+  get dirty(): boolean {
+    return this.last > this.persisted;
   }
 
   /** A version written with `seq` (not necessarily from take()): never hand it out later. True if that moved the counter. */
@@ -980,16 +1015,20 @@ export class KvMetadataStore implements MetadataStore {
   private readonly sequence: SequenceAllocator;
   /** The committed outbox sequence and size. */
   private outbox: OutboxState;
+  /** The last journal index handed out (committed). */
+  private journalLast: number;
 
   private constructor(
     private readonly kv: Kv,
     lastSequence: number,
     outbox: OutboxState,
+    journalLast: number,
   ) {
     this.committed = new CommittedRows(kv, this.stats);
     this.reads = new RecordReads(this.committed);
     this.sequence = new SequenceAllocator(lastSequence);
     this.outbox = outbox;
+    this.journalLast = journalLast;
   }
 
   /** Uses an open kv store (the store closes it on {@link close}). Checks or writes the format row. */
@@ -1005,7 +1044,9 @@ export class KvMetadataStore implements MetadataStore {
     const last = seqRow === undefined ? 0 : decodeSequence(KEY_SEQUENCE, seqRow);
     const outboxRow = kv.getSync(KEY_OUTBOX);
     const outbox = outboxRow === undefined ? { last: 0, count: 0 } : decodeOutboxState(KEY_OUTBOX, outboxRow);
-    return new KvMetadataStore(kv, last, outbox);
+    const journalRow = kv.getSync(KEY_JOURNAL);
+    const journalLast = journalRow === undefined ? 0 : decodeJournalState(KEY_JOURNAL, journalRow);
+    return new KvMetadataStore(kv, last, outbox, journalLast);
   }
 
   /** Rows read and re-seeks made so far (cumulative; for tests and metrics). */
@@ -1029,7 +1070,7 @@ export class KvMetadataStore implements MetadataStore {
     try {
       // Transactions queued before close() still run: close() waits for them.
       if (this.closed) throw new StowageError("STOWAGE_KV_CLOSED", "the metadata store is closed");
-      const tx = new KvMetaTx(this, this.committed, this.sequence, this.outbox);
+      const tx = new KvMetaTx(this, this.committed, this.sequence, this.outbox, this.journalLast);
       let committed = false;
       try {
         const result = await txScope.run(this, () => fn(tx));
@@ -1037,7 +1078,9 @@ export class KvMetadataStore implements MetadataStore {
         const ops = tx.commitOps();
         if (ops.length > 0) await this.kv.batch(ops, { sync: true });
         committed = true;
+        if (tx.sequenceWritten !== undefined) this.sequence.persisted = Math.max(this.sequence.persisted, tx.sequenceWritten);
         if (tx.outboxTouched) this.outbox = { ...tx.outbox };
+        if (tx.journalTouched) this.journalLast = tx.journalLast;
         return result;
       } finally {
         tx.finish();
@@ -1050,7 +1093,36 @@ export class KvMetadataStore implements MetadataStore {
 
   /** Records the sequence counter alone (after an aborted transaction used numbers). */
   private async persistSequence(): Promise<void> {
-    await this.kv.put(KEY_SEQUENCE, encodeSequence(this.sequence.last), { sync: true });
+    const last = this.sequence.last;
+    await this.kv.put(KEY_SEQUENCE, encodeSequence(last), { sync: true });
+    this.sequence.persisted = Math.max(this.sequence.persisted, last);
+  }
+
+  /**
+   * A fresh sequence number handed out outside a transaction (e.g. for a version whose journal
+   * intent is written before its transaction runs). It is persisted with the next committed
+   * transaction; a transaction that writes a version with it does so.
+   */
+  reserveSequence(): number {
+    this.checkOpen();
+    return this.sequence.take();
+  }
+
+  async journalIndex(): Promise<number> {
+    return this.journalLast;
+  }
+
+  async *listJournal(): AsyncIterable<{ index: number; entry: Buffer }> {
+    const c = this.cursor(Buffer.of(F_JOURNAL));
+    try {
+      for (c.seekToFirst(); c.valid(); c.next()) {
+        const row = c.key();
+        this.stats.rowsRead++;
+        yield { index: journalIndexOf(row), entry: Buffer.from(payload(row, c.value())) };
+      }
+    } finally {
+      c.close();
+    }
   }
 
   private lock(): Promise<() => void> {
@@ -1358,15 +1430,23 @@ class KvMetaTx implements MetaTx {
   readonly outbox: OutboxState;
   /** True once the transaction appended or deleted outbox events. */
   outboxTouched = false;
+  /** The sequence counter value commitOps() recorded, if it did. */
+  sequenceWritten: number | undefined;
+  /** The last journal index as this transaction leaves it. */
+  journalLast: number;
+  /** True once the transaction appended journal entries or observed an index. */
+  journalTouched = false;
 
   constructor(
     private readonly store: KvMetadataStore,
     committed: Rows,
     private readonly sequence: SequenceAllocator,
     outbox: OutboxState,
+    journalLast: number,
   ) {
     this.reads = new RecordReads(new TxRows(committed, this.overlay));
     this.outbox = { ...outbox };
+    this.journalLast = journalLast;
   }
 
   finish(): void {
@@ -1383,8 +1463,12 @@ class KvMetaTx implements MetaTx {
     if (this.counterDelta !== undefined) {
       ops.push({ type: "put", key: KEY_COUNTERS, value: encodeCounters(this.countersWithDelta()) });
     }
-    if (this.sequenceUsed) {
-      ops.push({ type: "put", key: KEY_SEQUENCE, value: encodeSequence(this.sequence.last) });
+    if (this.sequenceUsed || (ops.length > 0 && this.sequence.dirty)) {
+      this.sequenceWritten = this.sequence.last;
+      ops.push({ type: "put", key: KEY_SEQUENCE, value: encodeSequence(this.sequenceWritten) });
+    }
+    if (this.journalTouched) {
+      ops.push({ type: "put", key: KEY_JOURNAL, value: encodeJournalState(this.journalLast) });
     }
     if (this.outboxTouched) {
       ops.push({ type: "put", key: KEY_OUTBOX, value: encodeOutboxState(this.outbox) });
@@ -1658,6 +1742,44 @@ class KvMetaTx implements MetaTx {
     this.outbox.count++;
     this.outboxTouched = true;
     return `outbox-${n}`;
+  }
+
+  appendJournal(encode: (index: number) => Uint8Array): number {
+    this.check();
+    const n = this.journalLast + 1;
+    if (n > SEQ_MAX) throw invalid("the journal index is exhausted");
+    const bytes = encode(n);
+    this.overlay.set(journalKey(n), cat(EMPTY_RECORD, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)));
+    this.journalLast = n;
+    this.journalTouched = true;
+    return n;
+  }
+
+  deleteJournal(indexes: readonly number[]): void {
+    this.check();
+    for (const n of indexes) {
+      if (!Number.isSafeInteger(n) || n < 1) throw invalid(`not a journal index: ${n}`);
+      this.overlay.set(journalKey(n), null);
+    }
+  }
+
+  observeJournal(index: number): void {
+    this.check();
+    if (!Number.isSafeInteger(index) || index < 0) throw invalid(`not a journal index: ${index}`);
+    if (index > this.journalLast) {
+      this.journalLast = index;
+      this.journalTouched = true;
+    }
+  }
+
+  async journalIndex(): Promise<number> {
+    this.check();
+    return this.journalLast;
+  }
+
+  listJournal(): AsyncIterable<{ index: number; entry: Buffer }> {
+    this.check();
+    return this.store.listJournal();
   }
 
   deleteOutbox(ids: readonly string[]): void {

@@ -220,6 +220,11 @@ export interface MetaReader {
   listOutbox(limit: number): Promise<StowageEvent[]>;
   /** Number of events in the outbox. */
   outboxSize(): Promise<number>;
+
+  /** The last journal index handed out by {@link MetaTx.appendJournal} (0: none yet). */
+  journalIndex(): Promise<number>;
+  /** The journal entries not yet shipped (not deleted with {@link MetaTx.deleteJournal}), by index. */
+  listJournal(): AsyncIterable<{ index: number; entry: Buffer }>;
 }
 
 /** An event to append to the outbox; the store gives it its id (`outbox-<n>`). */
@@ -271,6 +276,17 @@ export interface MetaTx extends MetaReader {
   appendEvent(event: OutboxEvent): string;
   /** Removes events from the outbox by id; ids not (or no longer) there are ignored. */
   deleteOutbox(ids: readonly string[]): void;
+
+  /**
+   * Appends a metadata journal entry (docs/RECOVERY.md), committed with the transaction: gives it
+   * the next journal index (dense, strictly increasing in commit order, persisted, never reused)
+   * and stores `encode(index)` until {@link deleteJournal} removes it (once shipped to the cloud).
+   */
+  appendJournal(encode: (index: number) => Uint8Array): number;
+  /** Removes shipped journal entries; indexes not there are ignored. */
+  deleteJournal(indexes: readonly number[]): void;
+  /** Never hand out `index` or anything below it later (recovery). */
+  observeJournal(index: number): void;
 }
 
 export interface MetadataStore extends MetaReader {
@@ -287,5 +303,10 @@ export interface MetadataStore extends MetaReader {
    * the transaction's other writes do.
    */
   transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T>;
+  /**
+   * A fresh sequence number (as {@link MetaTx.nextSequence}) handed out outside a transaction; it is
+   * persisted with the next transaction that commits anything.
+   */
+  reserveSequence(): number;
   close(): Promise<void>;
 }

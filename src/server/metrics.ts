@@ -110,6 +110,7 @@ export function storeStatsSource(meta: MetaReader): MetricsSource {
     return [
       g("logical_bytes", "Bytes of every stored object version (what a plain bucket would hold).", s.logicalBytes),
       g("stored_bytes", "Bytes of pack blobs in the cloud tier.", s.storedBytes),
+      g("journal_bytes", "Bytes of metadata journal records in live packs (part of stored bytes).", s.journalBytes),
       g("unique_bytes", "Plaintext bytes of the distinct chunks referenced.", s.uniqueBytes),
       g("dedup_ratio", "Logical bytes over unique bytes.", s.dedupRatio),
       g("compression_ratio", "Unique bytes over compressed bytes.", s.compressionRatio),

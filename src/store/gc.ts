@@ -28,6 +28,7 @@ import { PACK_PREFIX, RECORD_KIND_METADATA, readPackIndex } from "../pack/format
 import type { ChunkRecord, PackRecord } from "../meta/types.js";
 import type { BlobBackend } from "../backend/backend.js";
 import type { ObjectStore } from "./store.js";
+import { KEEP_CHECKPOINTS, coverageOf, isCovered, listCheckpoints, readCheckpoint, type Coverage } from "./checkpoint.js";
 
 export interface GcOptions {
   /** Report what would be reclaimed; change nothing. */
@@ -69,6 +70,12 @@ export interface GcReport {
   orphanPacksAdopted: number;
   /** Journal (metadata) records copied from recycled packs into new ones. */
   journalRecordsCarried: number;
+  /** Journal records of recycled packs dropped because the oldest kept checkpoint covers them. */
+  journalRecordsDropped: number;
+  /** Checkpoints deleted (older than the newest KEEP_CHECKPOINTS, the oldest kept one readable). */
+  checkpointsDeleted: number;
+  /** Kept checkpoints that could not be read (then nothing is dropped or deleted on their account). */
+  checkpointProblems: string[];
   /** Events in the outbox (after trimming). */
   outboxEvents: number;
   /** Oldest outbox events dropped because the outbox held more than maxOutboxEvents (dry run: would drop). */
@@ -114,6 +121,9 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
       orphanBlobsDeleted: 0,
       unreadablePacks: [],
       journalRecordsCarried: 0,
+      journalRecordsDropped: 0,
+      checkpointsDeleted: 0,
+      checkpointProblems: [],
       orphanPacksAdopted: 0,
       outboxEvents: 0,
       outboxEventsDropped: 0,
@@ -155,7 +165,24 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
     report.packsRecycled = chosen.length;
     for (const u of chosen) report.bytesReclaimable += u.pack.size - u.liveBytes;
 
+    // Checkpoints: the oldest of the newest KEEP_CHECKPOINTS says which journal records are no longer
+    // needed; the ones before it go (recovery falls back to the older kept one if the newest is damaged).
+    const ignored = new Set(store.options.ignoredCheckpoints);
+    const checkpoints = (await listCheckpoints(backend)).filter((c) => !ignored.has(c.key));
+    const kept = checkpoints.slice(-KEEP_CHECKPOINTS);
+    let coverage: Coverage | undefined;
+    if (kept.length > 0) {
+      try {
+        coverage = coverageOf(await readCheckpoint(backend, store.keys, kept[0]!.key));
+      } catch (err) {
+        if (!isStowageError(err)) throw err;
+        report.checkpointProblems.push(`${kept[0]!.key}: ${err.message}`);
+      }
+    }
+    const obsolete = coverage === undefined ? [] : checkpoints.slice(0, checkpoints.length - kept.length);
+
     if (dryRun) {
+      report.checkpointsDeleted = obsolete.length;
       report.outboxEvents = await meta.outboxSize();
       report.outboxEventsDropped = Math.max(0, report.outboxEvents - maxOutbox);
       for (const p of retired) if (p.retiredAt !== undefined && p.retiredAt + graceMs <= store.options.now() && !stillReferenced.has(p.id)) report.packsDeleted++;
@@ -203,6 +230,10 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
             const index = await readPackIndex(from, store.keys, u.pack.blobKey, u.pack.size);
             for (const e of index.entries) {
               if (e.kind !== RECORD_KIND_METADATA) continue;
+              if (coverage !== undefined && isCovered(coverage, e.id)) {
+                report.journalRecordsDropped++;
+                continue;
+              }
               const sealed = await from.get(u.pack.blobKey, { offset: e.offset, length: e.storedLength });
               await gcPacker.add({ kind: RECORD_KIND_METADATA, chunkId: e.id, method: e.method, rawLength: e.rawLength, sealed });
               report.journalRecordsCarried++;
@@ -216,6 +247,11 @@ export async function collectGarbage(store: ObjectStore, options: GcOptions = {}
       }
     } finally {
       await gcPacker.close();
+    }
+
+    for (const c of obsolete) {
+      await backend.delete(c.key);
+      report.checkpointsDeleted++;
     }
 
     // (2) Retire the recycled packs; drop their unreferenced chunk records.

@@ -1,14 +1,16 @@
 /**
  * `stowage recover`: rebuilds a complete data directory from the bucket alone (plus the passphrase
  * or the master key), docs/RECOVERY.md. Steps: read the descriptor (`config/stowage.json`) and the
- * sealed key (`keys/<keyId>`); list the packs and read their indexes; fetch every journal record
- * (pack record kind 2); replay the entries in sequence order into a fresh metadata store in
- * NEWDIR/meta; rebuild the chunk index and reference counts from the packs (rebuild.ts); fsck; write
- * NEWDIR/stowage.json last (its presence marks a complete repository).
+ * sealed key (`keys/<keyId>`); list the packs and read their indexes; fetch the journal entries
+ * (pack records of kind 2); pick the newest readable checkpoint (not newer than `toTime`); apply its
+ * rows and replay the chain of entries after it into a fresh metadata store in NEWDIR/meta; rebuild
+ * the chunk index and reference counts from the packs (rebuild.ts); fetch and apply the put intents
+ * nothing resolved; write the recovery mark; fsck; write NEWDIR/stowage.json last (its presence
+ * marks a complete repository).
  *
- * Resumable: the replay commits in batches and records the last sequence applied in
- * NEWDIR/recover-state.json; a rerun skips entries up to it (re-applying one is harmless anyway:
- * replay is idempotent). Everything after the replay is recomputed from scratch on a rerun.
+ * Resumable: the replay commits in batches and records its progress in NEWDIR/recover-state.json;
+ * a rerun from the same checkpoint skips what was applied (re-applying is harmless anyway: replay
+ * is idempotent). Everything after the replay is recomputed on a rerun.
  */
 import { mkdir, readFile, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -32,14 +34,17 @@ import {
   type RepositoryConfig,
   type RepositoryDescriptor,
 } from "./repository.js";
-import { applyEntry, decodeEntry, sequenceOfRecordId, type JournalEntry } from "./journal.js";
-import { ObjectStore } from "./store.js";
+import { listCheckpoints, readCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { applyEntry, decodeEntry, decodeMetadataRecord, encodeEntry, recordingTx, sequenceOfIntentId, type JournalEntry, type JournalOp, type PutIntent } from "./journal.js";
+import { ObjectStore, commitVersionRows, plannedVersionId } from "./store.js";
 import { rebuildIndex, type RebuildReport } from "./rebuild.js";
 import { fsck, type FsckReport } from "./fsck.js";
 
 export const RECOVER_STATE_FILE = "recover-state.json";
-/** Entries replayed per metadata transaction (and per state-file update). */
+/** Entries replayed per metadata transaction (and per state-file update), at most. */
 const REPLAY_BATCH = 512;
+/** Rows written per replay transaction, at most (unless one entry holds more). */
+const REPLAY_ROWS = 4096;
 /** Journal records of one pack closer than this are fetched with one ranged GET. */
 const COALESCE_GAP = 256 * 1024;
 
@@ -52,8 +57,13 @@ export interface RecoverOptions {
   keys?: RepositoryKeys;
   /** fsck at the end reads and authenticates every chunk. Default false (metadata and pack indexes only). */
   readData?: boolean;
-  /** Progress: phase (`indexes`, `journal`, `replay`, `chunks`, `fsck`), done, total. */
+  /** Progress: phase (`indexes`, `journal`, `checkpoint`, `checkpoint-rows`, `replay`, `chunks`, `fsck`), done, total. */
   progress?: (phase: string, done: number, total: number) => void;
+  /**
+   * Recover the repository as it was at this time (ms since the epoch): the newest checkpoint not
+   * newer, and the journal entries up to it. Default: everything.
+   */
+  toTime?: number;
 }
 
 export interface RecoverReport {
@@ -64,8 +74,15 @@ export interface RecoverReport {
   journalRecords: number;
   /** Entries applied in this run (a resumed run skips those applied before). */
   entriesApplied: number;
+  /** Entries applied by an interrupted earlier run. */
   entriesSkipped: number;
-  lastSequence: number;
+  /** The last journal index replayed (entries after a gap are not). */
+  lastIndex: number;
+  /** The checkpoint recovery started from, if any. */
+  checkpoint?: string;
+  /** Put intents found, and those applied because no replayed entry resolved them. */
+  intents: number;
+  intentsApplied: number;
   resumed: boolean;
   rebuild: RebuildReport;
   fsck: FsckReport;
@@ -137,10 +154,10 @@ async function loadRecoveryKeys(backend: BlobBackend, keyId: string, options: Re
   return { keys: await openKeyFile(file, options.passphrase), keyFile: file };
 }
 
-/** Fetches and opens the journal records of one pack (adjacent ones with one GET). */
-async function readJournal(backend: BlobBackend, keys: RepositoryKeys, packId: string, blobKey: string, records: PackIndexEntry[]): Promise<JournalEntry[]> {
+/** Fetches and opens the journal records (entries and intents) of one pack (adjacent ones with one GET). */
+async function readJournal(backend: BlobBackend, keys: RepositoryKeys, packId: string, blobKey: string, records: PackIndexEntry[]): Promise<Array<{ entry: JournalEntry } | { intent: PutIntent }>> {
   records.sort((a, b) => a.offset - b.offset);
-  const out: JournalEntry[] = [];
+  const out: Array<{ entry: JournalEntry } | { intent: PutIntent }> = [];
   let i = 0;
   while (i < records.length) {
     let j = i + 1;
@@ -151,7 +168,7 @@ async function readJournal(backend: BlobBackend, keys: RepositoryKeys, packId: s
     for (let k = i; k < j; k++) {
       const e = records[k]!;
       const plain = openRecord(keys, e, bytes.subarray(e.offset - start, e.offset - start + e.storedLength), packId);
-      out.push(decodeEntry(plain));
+      out.push(decodeMetadataRecord(e.id, plain));
     }
     i = j;
   }
@@ -171,12 +188,13 @@ export async function recoverRepository(dir: string, options: RecoverOptions): P
     const { keys, keyFile } = await loadRecoveryKeys(backend, descriptor.keyId, options);
     await mkdir(dir, { recursive: true });
     const statePath = join(dir, RECOVER_STATE_FILE);
-    let lastApplied = -1;
+    /** What an interrupted earlier run did: the checkpoint it started from and the chain entries it applied after it. */
+    let earlier: { checkpoint: string | null; chainApplied: number } | undefined;
     let resumed = false;
     if (await exists(statePath)) {
-      const st = JSON.parse(await readFile(statePath, "utf8")) as { repositoryId?: string; lastSequence?: number };
+      const st = JSON.parse(await readFile(statePath, "utf8")) as { repositoryId?: string; checkpoint?: string | null; chainApplied?: number };
       if (st.repositoryId !== descriptor.repositoryId) throw new StowageError("STOWAGE_REPO_EXISTS", `${statePath} belongs to the recovery of another repository`);
-      lastApplied = typeof st.lastSequence === "number" ? st.lastSequence : -1;
+      earlier = { checkpoint: st.checkpoint ?? null, chainApplied: typeof st.chainApplied === "number" ? st.chainApplied : 0 };
       resumed = true;
     } else if (await exists(join(dir, "meta"))) {
       // Left by a run that died before its first state write: start over.
@@ -188,6 +206,8 @@ export async function recoverRepository(dir: string, options: RecoverOptions): P
     for await (const b of backend.list(PACK_PREFIX)) blobs.push({ key: b.key, size: b.size });
     const packsUnreadable: Array<{ blobKey: string; error: string }> = [];
     const byPack: Array<{ packId: string; blobKey: string; records: PackIndexEntry[] }> = [];
+    /** Intent records by id: fetched later, and only those no entry resolves. */
+    const intentRecords = new Map<string, { packId: string; blobKey: string; record: PackIndexEntry; sequence: number }>();
     const seen = new Set<string>();
     let journalRecords = 0;
     for (let i = 0; i < blobs.length; i++) {
@@ -209,52 +229,198 @@ export async function recoverRepository(dir: string, options: RecoverOptions): P
         if (seen.has(hex)) continue;
         seen.add(hex);
         journalRecords++;
-        const seq = sequenceOfRecordId(e.id);
-        if (seq !== undefined && seq <= lastApplied) continue;
-        records.push(e);
+        const sequence = sequenceOfIntentId(e.id);
+        if (sequence !== undefined) intentRecords.set(hex, { packId: index.packId, blobKey: blob.key, record: e, sequence });
+        else records.push(e);
       }
       if (records.length > 0) byPack.push({ packId: index.packId, blobKey: blob.key, records });
     }
     progress("indexes", blobs.length, blobs.length);
 
-    // 2. The journal entries, in sequence order.
-    const entries: JournalEntry[] = [];
+    // 2. The journal entries by index (an entry shipped twice, after a failed pack, counts once).
+    const entries = new Map<number, JournalEntry>();
     for (let i = 0; i < byPack.length; i++) {
       progress("journal", i, byPack.length);
       const p = byPack[i]!;
-      entries.push(...(await readJournal(backend, keys, p.packId, p.blobKey, p.records)));
+      for (const r of await readJournal(backend, keys, p.packId, p.blobKey, p.records)) {
+        if ("entry" in r && !entries.has(r.entry.index)) entries.set(r.entry.index, r.entry);
+      }
     }
     progress("journal", byPack.length, byPack.length);
-    entries.sort((a, b) => a.sequence - b.sequence);
+    // Marks of earlier recoveries: each voids the entries between its `recovered` and itself, and
+    // checkpoints taken there (history that was abandoned).
+    const marks = new Map<number, JournalEntry>();
+    let maxIndex = 0;
+    for (const e of entries.values()) {
+      maxIndex = Math.max(maxIndex, e.index);
+      if (e.recovered === undefined) continue;
+      const m = marks.get(e.recovered);
+      if (m === undefined || e.index < m.index) marks.set(e.recovered, e);
+    }
+    const voided = (index: number): boolean => [...marks.values()].some((m) => index > m.recovered! && index < m.index);
 
-    // 3. Replay into a fresh metadata store, in batches, recording progress.
+    // The newest checkpoint that reads back (not newer than `toTime`); older ones are the fallback.
+    const toTime = options.toTime;
+    let checkpoint: Checkpoint | undefined;
+    const unreadable: string[] = [];
+    const all = await listCheckpoints(backend);
+    const abandoned = all.filter((c) => voided(c.index)).map((c) => c.key);
+    const candidates = all.filter((c) => !voided(c.index)).reverse();
+    for (const c of candidates) {
+      try {
+        const cp = await readCheckpoint(backend, keys, c.key);
+        if (toTime !== undefined && cp.time > toTime) continue;
+        checkpoint = cp;
+        break;
+      } catch (err) {
+        if (!isStowageError(err)) throw err;
+        unreadable.push(`${c.key}: ${err.message}`);
+        warnings.push(`checkpoint ${c.key} is unreadable, falling back to an older one: ${err.message}`);
+      }
+    }
+    progress("checkpoint", checkpoint === undefined ? 0 : 1, 1);
+    const base = checkpoint?.index ?? 0;
+
+    // The replay chain: entries base+1, base+2, ... up to the first missing index. An entry after a
+    // gap was never acknowledged (an operation waits for every entry before its own) and applying
+    // it without the missing one could build a state that never existed — unless an earlier
+    // recovery continued the history there: its mark (`recovered: N`) follows entry N, skipping the rest.
+    maxIndex = Math.max(maxIndex, base);
+    const fullChain: JournalEntry[] = [];
+    for (let next = base + 1; ; ) {
+      // A mark wins over an entry at the same place: that entry reached the bucket only after the
+      // recovery that wrote the mark had read it.
+      const e = marks.get(next - 1) ?? entries.get(next);
+      if (e === undefined) break;
+      fullChain.push(e);
+      next = e.index + 1;
+    }
+    if (fullChain.length === 0 && [...entries.keys()].some((i) => i > base + 1)) {
+      // Never a silently partial namespace: the history between base and the entries present is gone.
+      const first = Math.min(...[...entries.keys()].filter((i) => i > base));
+      throw new StowageError(
+        "STOWAGE_INTEGRITY",
+        `journal entries ${base + 1}..${first - 1} are not in the bucket (dropped by gc after a checkpoint) and ` +
+          (candidates.length === 0 ? "there is no checkpoint" : `no checkpoint covering them could be read: ${unreadable.join("; ") || "none old enough"}`),
+      );
+    }
+    // Recovery to a point in time: the chain up to the last entry at or before it.
+    const cut = toTime === undefined ? fullChain.length : fullChain.findIndex((e) => e.time > toTime);
+    const chain = cut < 0 ? fullChain : fullChain.slice(0, cut);
+    const end = chain.length === 0 ? base : chain[chain.length - 1]!.index;
+    const beyond = [...entries.keys()].filter((i) => i > end).length - (fullChain.length - chain.length);
+    if (beyond > 0) warnings.push(`journal entry ${(fullChain.at(-1)?.index ?? base) + 1} is missing (lost with the gateway before it reached the bucket): ${beyond} entries after it, of operations never acknowledged, are not replayed`);
+    if (chain.length < fullChain.length) warnings.push(`recovering to ${new Date(toTime!).toISOString()}: ${fullChain.length - chain.length} later journal entries not replayed`);
+    // Intents resolved by the (whole) chain or the checkpoint, or voided by a restart mark (their put never committed).
+    // (Sequences come from the record ids: only the intents left open are fetched.)
+    const resolved = new Set<string>(checkpoint?.resolved ?? []);
+    const bySequence = [...intentRecords.entries()].sort((a, b) => a[1].sequence - b[1].sequence);
+    for (const [id, it] of bySequence) {
+      if (it.sequence >= (checkpoint?.intentFloor ?? 0)) break;
+      resolved.add(id);
+    }
+    for (const e of fullChain) {
+      for (const id of e.intents ?? []) resolved.add(id);
+      if (e.restart !== undefined) for (const [id, it] of bySequence) {
+        if (it.sequence >= e.restart) break;
+        resolved.add(id);
+      }
+    }
+    const openRecords = new Map<string, { packId: string; blobKey: string; records: PackIndexEntry[] }>();
+    for (const [id, it] of bySequence) {
+      if (resolved.has(id)) continue;
+      const p = openRecords.get(it.blobKey) ?? { packId: it.packId, blobKey: it.blobKey, records: [] };
+      p.records.push(it.record);
+      openRecords.set(it.blobKey, p);
+    }
+    const intents = new Map<string, PutIntent>();
+    for (const p of openRecords.values()) {
+      for (const r of await readJournal(backend, keys, p.packId, p.blobKey, p.records)) if ("intent" in r) intents.set(r.intent.id, r.intent);
+    }
+
+    // 3. Replay into a fresh metadata store, in batches, recording progress. A resumed run goes on
+    // from where the last one stopped if it started from the same checkpoint, else starts over.
+    let chainApplied = 0;
+    let checkpointApplied = false;
+    if (earlier !== undefined) {
+      if (earlier.checkpoint === (checkpoint?.key ?? null)) {
+        chainApplied = earlier.chainApplied;
+        checkpointApplied = true;
+      } else {
+        await rm(join(dir, "meta"), { recursive: true, force: true });
+      }
+    }
     const meta = await openKvMetadataStore(join(dir, "meta"));
     let store: ObjectStore | undefined;
     try {
       let applied = 0;
-      let skipped = journalRecords - entries.length;
-      let lastSequence = lastApplied;
-      for (let i = 0; i < entries.length; i += REPLAY_BATCH) {
-        progress("replay", i, entries.length);
-        const batch = entries.slice(i, i + REPLAY_BATCH);
-        await meta.transaction(async (tx) => {
-          for (const e of batch) {
-            if (e.sequence <= lastSequence) {
-              skipped++;
-              continue;
-            }
-            applyEntry(tx, e);
-            applied++;
-            lastSequence = e.sequence;
-          }
-        });
-        await writeFileDurably(statePath, JSON.stringify({ repositoryId: descriptor.repositoryId, lastSequence }) + "\n");
+      const saveState = (chainDone: number): Promise<void> =>
+        writeFileDurably(statePath, JSON.stringify({ repositoryId: descriptor.repositoryId, checkpoint: checkpoint?.key ?? null, chainApplied: chainDone }) + "\n");
+      if (checkpoint !== undefined && !checkpointApplied) {
+        for (let i = 0; i < checkpoint.ops.length; i += REPLAY_ROWS) {
+          progress("checkpoint-rows", i, checkpoint.ops.length);
+          const ops = checkpoint.ops.slice(i, i + REPLAY_ROWS);
+          await meta.transaction(async (tx) => applyEntry(tx, { index: checkpoint!.index, time: checkpoint!.time, ops }));
+        }
+        await saveState(0);
       }
-      progress("replay", entries.length, entries.length);
+      const skipped = Math.min(chainApplied, chain.length);
+      // Batches of at most REPLAY_BATCH entries and REPLAY_ROWS rows (an entry of a large putObjects
+      // batch holds thousands), so one transaction never holds the whole namespace.
+      for (let i = skipped; i < chain.length; ) {
+        progress("replay", i, chain.length);
+        let j = i;
+        let rows = 0;
+        while (j < chain.length && j - i < REPLAY_BATCH && (j === i || rows + chain[j]!.ops.length <= REPLAY_ROWS)) rows += chain[j++]!.ops.length;
+        const batch = chain.slice(i, j);
+        await meta.transaction(async (tx) => {
+          for (const e of batch) applyEntry(tx, e);
+        });
+        applied += batch.length;
+        i = j;
+        await saveState(i);
+      }
+      progress("replay", chain.length, chain.length);
+      const lastIndex = end;
 
-      // 4. Chunk index, pack records and reference counts from the packs; then check.
+      // 4. Chunk index, pack records and reference counts from the packs.
       store = new ObjectStore(meta, backend, keys, { chunker: descriptor.chunker, packTargetSize: descriptor.packTargetSize, events: false, journal: false, encoderThreads: 0 });
       const rebuild = await rebuildIndex(store, { progress: (d, t) => progress("chunks", d, t) });
+
+      // 5. Put intents no replayed entry resolved: puts whose data and intent reached the bucket but
+      // whose entry did not (acknowledged or not). Applied as the put would have committed them, in
+      // sequence order, when their bucket exists and every chunk they name is there.
+      const open = [...intents.values()].filter((it) => !resolved.has(it.id) && (toTime === undefined || it.version.lastModified <= toTime)).sort((a, b) => a.version.sequence - b.version.sequence);
+      let intentsApplied = 0;
+      const recoveredOps: JournalOp[] = [];
+      for (const it of open) {
+        const v = it.version;
+        const done = await meta.transaction(async (tx) => {
+          const b = await tx.getBucket(v.bucket);
+          if (b === undefined) return `bucket ${v.bucket} does not exist`;
+          for (const e of v.manifest) if ((await tx.getChunk(e.chunkId)) === undefined) return "its data is incomplete";
+          const rec = recordingTx(tx);
+          await commitVersionRows(rec.tx, b, { ...v, versionId: plannedVersionId(b.versioning, v) }, true, true);
+          recoveredOps.push(...rec.ops);
+          return undefined;
+        });
+        if (done === undefined) intentsApplied++;
+        else warnings.push(`put intent for ${v.bucket}/${v.key} (sequence ${v.sequence}) not applied: ${done}`);
+      }
+
+      // 6. The recovery mark: the history continues after `end` (entries beyond it are void), with
+      // the rows just applied and every intent judged. It waits in the journal rows and is shipped
+      // when the recovered repository first opens, so a later recovery reaches the same state.
+      let marked = false;
+      for await (const p of meta.listJournal()) if (decodeEntry(p.entry).recovered !== undefined) marked = true;
+      if (!marked) {
+        await meta.transaction(async (tx) => {
+          tx.observeJournal(maxIndex);
+          const time = Date.now();
+          tx.appendJournal((index) => encodeEntry({ index, time, ops: recoveredOps, intents: open.map((it) => it.id), recovered: end }));
+        });
+      }
+
       const report = await fsck(store, { readData: options.readData ?? false, progress: (d, t) => progress("fsck", d, t) });
       await store.close();
       store = undefined;
@@ -272,6 +438,7 @@ export async function recoverRepository(dir: string, options: RecoverOptions): P
         packTargetSize: descriptor.packTargetSize,
         bucket,
         ...(options.s3 === undefined ? {} : { s3: options.s3 }),
+        ...(abandoned.length === 0 ? {} : { abandonedCheckpoints: abandoned }),
       };
       await writeFileDurably(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + "\n");
       await rm(statePath, { force: true });
@@ -283,7 +450,10 @@ export async function recoverRepository(dir: string, options: RecoverOptions): P
         journalRecords,
         entriesApplied: applied,
         entriesSkipped: skipped,
-        lastSequence,
+        lastIndex,
+        ...(checkpoint === undefined ? {} : { checkpoint: checkpoint.key }),
+        intents: intentRecords.size,
+        intentsApplied,
         resumed,
         rebuild,
         fsck: report,

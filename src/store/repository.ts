@@ -78,6 +78,8 @@ export const REPOSITORY_VERSION = 1;
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 /** How often a serving repository saves its tier totals (tier-totals.ts). */
 const TOTALS_INTERVAL_MS = 30_000;
+/** How often `serve` considers a metadata checkpoint (docs/RECOVERY.md). */
+const CHECKPOINT_CHECK_MS = 60_000;
 
 export interface RepositoryConfig {
   format: typeof REPOSITORY_FORMAT;
@@ -97,6 +99,11 @@ export interface RepositoryConfig {
   tiers?: TiersConfig;
   /** The event log; default embedded (DATA/events). */
   events?: EventsConfig;
+  /**
+   * Checkpoints in the bucket from history a recovery voided (after a gap, or later than its
+   * --to-time): written by `stowage recover`; gc and later recoveries ignore them.
+   */
+  abandonedCheckpoints?: string[];
 }
 
 export interface InitOptions {
@@ -133,6 +140,13 @@ export interface OpenOptions extends ObjectStoreOptions {
   onBackgroundError?: (err: unknown, context: string) => void;
   /** Options of the tier manager beyond the configuration (tests: intervals, clock). */
   tierOptions?: Partial<Pick<TierManagerOptions, "purgeIntervalMs" | "pollWaitMs" | "retryBaseMs" | "retryMaxMs" | "onError">>;
+  /**
+   * With services running and the journal on: write a metadata checkpoint once this many journal
+   * entries accumulated since the last one (default 100,000), or after `checkpointIntervalMs`
+   * (default 6 h) if any did. 0 turns periodic checkpoints off.
+   */
+  checkpointEntries?: number;
+  checkpointIntervalMs?: number;
 }
 
 /** An open repository: its configuration, keys, tiers, metadata, events and the object store on top. */
@@ -142,6 +156,16 @@ export class Repository {
   /** Tier totals of earlier runs (DATA/tier-totals.json), read when services start. */
   #baseline: Promise<TierTotals> | undefined;
   #totalsTimer: NodeJS.Timeout | undefined;
+  #checkpointTimer: NodeJS.Timeout | undefined;
+  #checkpointRunning = false;
+  #checkpointDone: Promise<void> = Promise.resolve();
+  /** Journal index and time of the last checkpoint this run wrote (or of the start). */
+  #lastCheckpoint: { index: number; time: number } | undefined;
+  /** Set by openRepository: periodic checkpoint settings and where background errors go. */
+  background: { checkpointEntries: number; checkpointIntervalMs: number; onError?: (err: unknown, context: string) => void } = {
+    checkpointEntries: 100_000,
+    checkpointIntervalMs: 6 * 3600_000,
+  };
 
   constructor(
     readonly dir: string,
@@ -168,6 +192,32 @@ export class Repository {
     this.#baseline = readTierTotals(this.dir);
     this.#totalsTimer = setInterval(() => void this.#saveTotals(), TOTALS_INTERVAL_MS);
     this.#totalsTimer.unref();
+    if (this.store.options.journal && this.background.checkpointEntries > 0) {
+      this.#checkpointTimer = setInterval(() => {
+        if (!this.#checkpointRunning) this.#checkpointDone = this.#maybeCheckpoint();
+      }, Math.min(CHECKPOINT_CHECK_MS, this.background.checkpointIntervalMs));
+      this.#checkpointTimer.unref();
+    }
+  }
+
+  /** A checkpoint when enough journal entries accumulated, or enough time passed with some. */
+  async #maybeCheckpoint(): Promise<void> {
+    if (this.#checkpointRunning) return;
+    this.#checkpointRunning = true;
+    try {
+      const index = await this.meta.journalIndex();
+      const now = Date.now();
+      this.#lastCheckpoint ??= { index: 0, time: now };
+      const since = index - this.#lastCheckpoint.index;
+      if (since >= this.background.checkpointEntries || (since > 0 && now - this.#lastCheckpoint.time >= this.background.checkpointIntervalMs)) {
+        const c = await this.store.checkpoint();
+        this.#lastCheckpoint = { index: c.index, time: now };
+      }
+    } catch (err) {
+      this.background.onError?.(err, "checkpoint");
+    } finally {
+      this.#checkpointRunning = false;
+    }
   }
 
   /** Adds this run's tier counts to the totals of earlier runs, in DATA/tier-totals.json (best effort). */
@@ -182,6 +232,8 @@ export class Repository {
 
   async close(): Promise<void> {
     clearInterval(this.#totalsTimer);
+    clearInterval(this.#checkpointTimer);
+    await this.#checkpointDone;
     const steps: Array<() => Promise<unknown>> = [
       () => this.tiers.stop(),
       () => this.#saveTotals(),
@@ -439,19 +491,36 @@ export async function openRepository(dir: string, options: OpenOptions = {}): Pr
       ...(options.onBackgroundError === undefined ? {} : { onError: options.onBackgroundError }),
       ...options.tierOptions,
     });
-    const { services: _services, eventLog: _eventLog, wrapBackend: _wrap, tierOptions: _tierOptions, onBackgroundError, passphrase: _p, keys: _k, ...storeOptions } = options;
+    const {
+      services: _services,
+      eventLog: _eventLog,
+      wrapBackend: _wrap,
+      tierOptions: _tierOptions,
+      onBackgroundError,
+      passphrase: _p,
+      keys: _k,
+      checkpointEntries: _ce,
+      checkpointIntervalMs: _ci,
+      ...storeOptions
+    } = options;
     const store = new ObjectStore(meta, tiers.cloudFirst, keys, {
       chunker: config.chunker,
       packTargetSize: config.packTargetSize,
-      // The metadata journal (docs/RECOVERY.md): off unless asked for (the option, or STOWAGE_JOURNAL=1)
-      // until journal records share the data's group-commit packs; today it costs extra PUTs.
-      journal: process.env.STOWAGE_JOURNAL === "1",
+      ...(config.abandonedCheckpoints === undefined ? {} : { ignoredCheckpoints: config.abandonedCheckpoints }),
+      // The metadata journal (docs/RECOVERY.md): on unless turned off (the option, or STOWAGE_JOURNAL=0).
+      journal: process.env.STOWAGE_JOURNAL !== "0",
       ...(tiers.writeBack === undefined ? {} : { writeBackBackend: tiers.writeBack }),
       ...storeOptions,
     });
     ref.store = store;
     const relay = new OutboxRelay(meta, events, onBackgroundError === undefined ? {} : { onError: (err) => onBackgroundError(err, "outbox relay") });
-    return new Repository(dir, config, keys, cloud, meta, store, tiers, events, relay, opened);
+    const repo = new Repository(dir, config, keys, cloud, meta, store, tiers, events, relay, opened);
+    repo.background = {
+      checkpointEntries: options.checkpointEntries ?? 100_000,
+      checkpointIntervalMs: options.checkpointIntervalMs ?? 6 * 3600_000,
+      ...(onBackgroundError === undefined ? {} : { onError: onBackgroundError }),
+    };
+    return repo;
   } catch (err) {
     for (const c of [...cleanup].reverse()) await c.close().catch(() => undefined);
     for (const b of opened) await b.close().catch(() => undefined);

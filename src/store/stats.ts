@@ -22,6 +22,8 @@ export interface StoreStats {
   logicalBytes: number;
   /** Bytes in the bucket: every pack blob (live, and retired but not yet deleted). */
   storedBytes: number;
+  /** Of those, sealed bytes of metadata journal records (docs/RECOVERY.md) in live packs. */
+  journalBytes: number;
   /** Plaintext bytes of the distinct chunks referenced. */
   uniqueBytes: number;
   /** Bytes of those chunks after compression (before encryption overhead). */
@@ -92,6 +94,7 @@ export async function computeStats(meta: MetaReader, prices: Prices = S3_STANDAR
   let packs = 0;
   let retiredPacks = 0;
   let storedBytes = 0;
+  let journalBytes = 0;
   let liveBytes = 0;
   let packsAwaitingUpload = 0;
   let bytesAwaitingUpload = 0;
@@ -101,6 +104,7 @@ export async function computeStats(meta: MetaReader, prices: Prices = S3_STANDAR
     else {
       packs++;
       liveBytes += p.size;
+      journalBytes += p.journal ?? 0;
       if (p.uploaded === false) {
         packsAwaitingUpload++;
         bytesAwaitingUpload += p.size;
@@ -113,6 +117,7 @@ export async function computeStats(meta: MetaReader, prices: Prices = S3_STANDAR
   return {
     logicalBytes,
     storedBytes,
+    journalBytes,
     uniqueBytes,
     compressedBytes,
     dedupRatio: uniqueBytes === 0 ? 1 : round(logicalBytes / uniqueBytes, 3),

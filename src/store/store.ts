@@ -55,8 +55,9 @@ import { ingest, type IngestResult } from "./ingest.js";
 import { readManifest, type ByteSpan } from "./read.js";
 import { checkBucketName, checkObjectKey, checkPrefix } from "./names.js";
 import { SharedExclusiveLock } from "./lock.js";
-import { journalRecord, recordingTx, type JournalEntry } from "./journal.js";
-import { RECORD_KIND_METADATA } from "../pack/format.js";
+import { encodeEntry, indexOfRecordId, intentRecord, intentRecordId, recordingTx, type JournalOp, type PutIntent } from "./journal.js";
+import { JournalShipper } from "./journal-shipper.js";
+import { checkpointKey, encodeCheckpoint, namespaceOps } from "./checkpoint.js";
 
 export const EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e";
 /** S3's limits. */
@@ -94,14 +95,17 @@ export interface ObjectStoreOptions {
    */
   events?: boolean;
   /**
-   * Write the metadata journal (docs/RECOVERY.md): every namespace change is also
-   * sealed into the cloud packs, and an operation on a `cloud` bucket is acknowledged only once its
-   * journal record is durable there, so `stowage recover` can rebuild the repository from the bucket.
-   * Default false (also for repositories, unless STOWAGE_JOURNAL=1): today each journal record rides
-   * in the group-commit pack *after* its data's, which multiplies the PUTs of small objects (see
-   * docs/RECOVERY.md, "Cost"); it becomes the default once records share the data's pack.
+   * Write the metadata journal (docs/RECOVERY.md): every namespace change is also sealed into the
+   * cloud packs, so `stowage recover` can rebuild the repository from the bucket. A put on a `cloud`
+   * bucket writes an *intent* into its data's own pack flush and is acknowledged once that and its
+   * local commit are done; every other change on a `cloud` bucket is acknowledged once its journal
+   * entry, and every entry before it, is durable in the cloud tier. Default true.
    */
   journal?: boolean;
+  /** How long a journal entry whose operation did not wait for it may wait for a pack (ms). Default 1000. */
+  journalLazyMs?: number;
+  /** Checkpoint keys gc ignores (history a recovery voided; RepositoryConfig.abandonedCheckpoints). */
+  ignoredCheckpoints?: readonly string[];
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -262,9 +266,21 @@ export function normalizeEtag(etag: string): string {
   return etag.replace(/^"+|"+$/g, "").replace(/^W\//, "");
 }
 
-function versionIdFor(versioning: Versioning, sequence: number): string {
+/** Sequence numbers skipped when a store opens with the journal on (see the restart mark). */
+const RESERVE_HEADROOM = 2 ** 20;
+
+export function versionIdFor(versioning: Versioning, sequence: number): string {
   if (versioning !== "enabled") return "null";
   return sequence.toString(16).padStart(12, "0") + randomBytes(6).toString("hex");
+}
+
+/**
+ * The version id of a put planned by an intent (whose version carries an id made as for a versioned
+ * bucket): that id if the bucket is versioned when the put commits (or is recovered), else "null".
+ * Deterministic, so the client, the journal entry and a recovery from the intent agree.
+ */
+export function plannedVersionId(versioning: Versioning, planned: Pick<ObjectVersion, "versionId">): string {
+  return versioning === "enabled" ? planned.versionId : "null";
 }
 
 function manifestBytes(manifest: readonly ManifestEntry[]): number {
@@ -338,6 +354,32 @@ export interface ComposeHooks {
   now(): number;
 }
 
+/**
+ * Writes a new version's rows in `tx`: in a bucket without versioning, it replaces the key's `null`
+ * version — unless that one has a higher sequence (a put that reserved its sequence earlier but
+ * committed later lost the race: it is superseded and writes nothing; returns false). With
+ * `refs`, reference counts follow. `idempotent`: a version with the same sequence already there
+ * means it was applied before (returns false). Shared by the object store and recovery (which
+ * applies unresolved put intents the same way).
+ */
+export async function commitVersionRows(tx: MetaTx, bucket: BucketRecord, version: ObjectVersion, refs: boolean, idempotent = false): Promise<boolean> {
+  // (Recovery may apply an intent a second time, when resumed: a version already there is left alone.)
+  if (idempotent && (await tx.versionsOfKey(bucket.name, version.key)).some((h) => h.sequence === version.sequence)) return false;
+  if (bucket.versioning !== "enabled") {
+    const old = (await tx.versionsOfKey(bucket.name, version.key)).some((h) => h.versionId === "null") ? await tx.getVersion(bucket.name, version.key, "null") : undefined;
+    if (old !== undefined && old.sequence > version.sequence) return false;
+    if (refs) await tx.addRefs(version.manifest, 1);
+    if (old !== undefined) {
+      if (refs) await tx.addRefs(old.manifest, -1);
+      tx.deleteVersion(bucket.name, version.key, old.sequence);
+    }
+  } else if (refs) {
+    await tx.addRefs(version.manifest, 1);
+  }
+  tx.putVersion(version);
+  return true;
+}
+
 export class ObjectStore {
   readonly meta: MetadataStore;
   /** The cloud-first backend: where packs of `cloud`-durability writes (and gc's packs) go. */
@@ -354,14 +396,20 @@ export class ObjectStore {
   readonly reader: PackReader;
   readonly encoder: RecordEncoder;
   readonly lock = new SharedExclusiveLock();
-  readonly options: Required<Omit<ObjectStoreOptions, "chunker" | "encoderThreads" | "writeBackBackend">> & { chunker: ChunkerParams };
+  readonly options: Required<Omit<ObjectStoreOptions, "chunker" | "encoderThreads" | "writeBackBackend" | "journalLazyMs">> & { chunker: ChunkerParams };
   readonly #hasher: ChunkIdHasher;
   #closed = false;
   /** Events appended so far (to notify listeners after their transaction commits). */
   #eventsAppended = 0;
   readonly #eventListeners = new Set<() => void>();
-  /** Journal records handed to the packer in commit order (each add waits for the previous). */
-  #journalChain: Promise<void> = Promise.resolve();
+  /** Ships journal entries to the cloud packer (when the journal is on). */
+  readonly #shipper: JournalShipper | undefined;
+  /** Settles once the shipper has taken the entries left unshipped by an earlier session. */
+  readonly #shipperReady: Promise<void>;
+  /** Put intents written and not yet resolved (committed or cancelled): id → sequence. */
+  readonly #intentsInFlight = new Map<string, number>();
+  /** Intents resolved since the last checkpoint (id → sequence), for the next one. */
+  readonly #intentsResolved = new Map<string, number>();
 
   constructor(meta: MetadataStore, backend: BlobBackend, keys: RepositoryKeys, options: ObjectStoreOptions = {}) {
     this.meta = meta;
@@ -378,7 +426,8 @@ export class ObjectStore {
       compressionLevel: options.compressionLevel ?? DEFAULT_LEVEL,
       minPartSize: options.minPartSize ?? DEFAULT_MIN_PART_SIZE,
       events: options.events ?? true,
-      journal: options.journal ?? false,
+      journal: options.journal ?? true,
+      ignoredCheckpoints: options.ignoredCheckpoints ?? [],
       now: options.now ?? Date.now,
     };
     this.#hasher = new ChunkIdHasher(keys);
@@ -396,6 +445,40 @@ export class ObjectStore {
       level: this.options.compressionLevel,
       ...(options.encoderThreads === undefined ? {} : { threads: options.encoderThreads }),
     });
+    if (this.options.journal) {
+      const shipper = new JournalShipper(this.packer, { level: this.options.compressionLevel, ...(options.journalLazyMs === undefined ? {} : { lazyMs: options.journalLazyMs }) });
+      this.#shipper = shipper;
+      this.#shipperReady = (async () => {
+        // The restart mark: move the sequence counter past anything the last run may have reserved
+        // for put intents without persisting it (fewer than RESERVE_HEADROOM in flight), and void
+        // the intents below it that nothing resolved (docs/RECOVERY.md).
+        await meta.transaction(async (tx) => {
+          const next = (await tx.nextSequence()) + RESERVE_HEADROOM;
+          tx.observeSequence(next - 1);
+          this.#appendEntry(tx, [], [], { restart: next });
+        });
+        const pending: Array<{ index: number; entry: Buffer }> = [];
+        for await (const p of meta.listJournal()) pending.push(p);
+        shipper.start(await meta.journalIndex(), pending);
+      })();
+      // Awaited (and so reported) by the first journaled transaction and by close().
+      this.#shipperReady.catch(() => undefined);
+    } else {
+      this.#shipper = undefined;
+      this.#shipperReady = Promise.resolve();
+    }
+  }
+
+  /** Journal entries committed locally and not yet durable in the cloud tier (0 without the journal). */
+  journalBacklog(): number {
+    return this.#shipper?.backlog ?? 0;
+  }
+
+  /** Makes every journal entry committed so far durable in the cloud tier (no-op without the journal). */
+  async syncJournal(): Promise<void> {
+    if (this.#shipper === undefined) return;
+    await this.#shipperReady;
+    await this.#shipper.waitDurable(await this.meta.journalIndex());
   }
 
   /**
@@ -409,7 +492,14 @@ export class ObjectStore {
   async #commitPack(commit: PackCommit, writeBack: boolean): Promise<void> {
     await this.#transaction(async (tx) => {
       let journal = 0;
-      for (const [, rec] of commit.metadataRecords) journal += rec.storedLength;
+      const shipped: number[] = [];
+      for (const [id, rec] of commit.metadataRecords) {
+        journal += rec.storedLength;
+        const index = indexOfRecordId(id);
+        if (index !== undefined) shipped.push(index);
+      }
+      // Entries durable in the cloud: their local rows have done their job.
+      if (shipped.length > 0 && !writeBack) tx.deleteJournal(shipped);
       const pack: PackRecord = { ...commit.pack, ...(writeBack ? { uploaded: false } : {}), ...(journal > 0 ? { journal } : {}) };
       tx.putPack(pack);
       const packs = new Map<string, PackRecord | undefined>();
@@ -466,7 +556,8 @@ export class ObjectStore {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      await this.#journalChain;
+      await this.#shipperReady.catch(() => undefined);
+      await this.#shipper?.close();
       await Promise.all([this.packer.close(), this.writeBackPacker?.close()]);
     } finally {
       await this.encoder.close();
@@ -479,30 +570,40 @@ export class ObjectStore {
 
   /**
    * Runs a metadata transaction, turning a full disk into STOWAGE_NO_SPACE; then tells event
-   * listeners. With the journal on, the namespace rows the transaction writes become one journal
-   * entry (its sequence taken in the transaction), handed to the cloud packer in commit order; unless
-   * `waitJournal` is false (writes to `local` buckets), the call resolves only once the pack holding
-   * the entry, and every pack holding an earlier one, is durable in the cloud tier.
+   * listeners. With the journal on, the namespace rows the transaction writes (and the `intents`
+   * it resolves) become one journal entry, committed in the same batch under the next journal index
+   * and then shipped to the cloud packer. `journal: "wait"` (the default) resolves only once that
+   * entry and every earlier one is durable in the cloud tier; `"lazy"` does not wait (puts whose
+   * intent is already durable, writes to `local` buckets). If the transaction fails, its `intents`
+   * are cancelled by an entry of their own, so recovery does not apply them.
    */
-  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>, options: { waitJournal?: boolean } = {}): Promise<T> {
+  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>, options: { journal?: "wait" | "lazy"; intents?: readonly string[] } = {}): Promise<T> {
     const before = this.#eventsAppended;
-    let entry: JournalEntry | undefined;
+    let entry: { index: number; plain: Buffer } | undefined;
+    const intents = options.intents ?? [];
     const run = !this.options.journal
       ? fn
       : async (tx: MetaTx): Promise<T> => {
           entry = undefined;
           const rec = recordingTx(tx);
           const r = await fn(rec.tx);
-          if (rec.ops.length > 0) entry = { sequence: await tx.nextSequence(), time: this.options.now(), ops: rec.ops };
+          if (rec.ops.length > 0 || intents.length > 0) entry = this.#appendEntry(tx, rec.ops, intents);
+          this.#resolveIntents(intents);
           return r;
         };
     try {
-      const result = await this.meta.transaction(run);
-      // Synchronously after the commit: journal records reach the packer in commit order.
+      if (this.options.journal) await this.#shipperReady;
+      let result: T;
+      try {
+        result = await this.meta.transaction(run);
+      } catch (err) {
+        if (intents.length > 0) await this.#cancelIntents(intents);
+        throw err;
+      }
       if (entry !== undefined) {
-        const journaled = this.#enqueueJournal(entry);
-        if (options.waitJournal !== false) await journaled;
-        else journaled.catch(() => undefined);
+        const wait = options.journal !== "lazy";
+        this.#shipper!.ship(entry.index, entry.plain, wait);
+        if (wait) await this.#shipper!.waitDurable(entry.index);
       }
       if (this.#eventsAppended !== before) {
         for (const l of this.#eventListeners) {
@@ -523,31 +624,85 @@ export class ObjectStore {
     }
   }
 
+  #appendEntry(tx: MetaTx, ops: JournalOp[], intents: readonly string[], extra: { restart?: number } = {}): { index: number; plain: Buffer } {
+    let plain: Buffer | undefined;
+    const time = this.options.now();
+    const index = tx.appendJournal((i) => (plain = encodeEntry({ index: i, time, ops, ...(intents.length > 0 ? { intents: [...intents] } : {}), ...extra })));
+    return { index, plain: plain! };
+  }
+
+  /** Inside the transaction that resolves them (commits or cancels their puts): for checkpoints. */
+  #resolveIntents(intents: readonly string[]): void {
+    for (const id of intents) {
+      const seq = this.#intentsInFlight.get(id);
+      if (seq === undefined) continue;
+      this.#intentsInFlight.delete(id);
+      this.#intentsResolved.set(id, seq);
+    }
+  }
+
   /**
-   * Hands an entry's record to the cloud packer after the records of earlier commits; resolves once
-   * it and everything added before it are durable (re-adding it if its own pack failed).
+   * Writes a metadata checkpoint (src/store/checkpoint.ts, docs/RECOVERY.md) to the cloud tier: the
+   * whole namespace as of the current journal index, read under the transaction lock (writes wait
+   * meanwhile). Recovery then starts from it; gc drops the journal records the oldest kept
+   * checkpoint covers.
    */
-  #enqueueJournal(entry: JournalEntry): Promise<void> {
-    const rec = journalRecord(entry, this.options.compressionLevel);
-    const added = this.#journalChain.then(() => this.packer.add(rec));
-    this.#journalChain = added.catch(() => undefined);
-    return (async () => {
-      await added;
-      for (let attempt = 1; ; attempt++) {
-        const mine = this.packer.whenCommitted(rec.chunkId, RECORD_KIND_METADATA);
-        const all = this.packer.flush();
-        all.catch(() => undefined);
-        try {
-          await mine;
-        } catch (err) {
-          if (attempt >= 3) throw err;
-          await this.packer.add(rec);
-          continue;
-        }
-        await all;
-        return;
+  async checkpoint(): Promise<{ key: string; index: number; rows: number; bytes: number }> {
+    this.#check();
+    if (this.#shipper === undefined) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "checkpoints need the metadata journal (it is off)");
+    await this.#shipperReady;
+    const c = await this.meta.transaction(async (tx) => {
+      const index = await tx.journalIndex();
+      const next = await tx.nextSequence();
+      const intentFloor = Math.min(next, ...this.#intentsInFlight.values());
+      const resolved: string[] = [];
+      for (const [id, seq] of this.#intentsResolved) {
+        if (seq >= intentFloor) resolved.push(id);
+        else this.#intentsResolved.delete(id);
       }
-    })();
+      return { index, time: this.options.now(), intentFloor, resolved, ops: await namespaceOps(tx) };
+    });
+    const key = checkpointKey(c.index);
+    const parts = encodeCheckpoint(this.keys, c, this.options.compressionLevel);
+    await this.backend.put(key, parts);
+    let bytes = 0;
+    for (const p of parts) bytes += p.length;
+    return { key, index: c.index, rows: c.ops.length, bytes };
+  }
+
+  /** Records that the puts of `intents` did not commit (best effort: a crash before leaves them to recovery's judgement). */
+  async #cancelIntents(intents: readonly string[]): Promise<void> {
+    try {
+      const e = await this.meta.transaction(async (tx) => {
+        const appended = this.#appendEntry(tx, [], intents);
+        this.#resolveIntents(intents);
+        return appended;
+      });
+      this.#shipper?.ship(e.index, e.plain, false);
+    } catch {
+      // the transaction's own error is the one to report
+    }
+  }
+
+  /**
+   * For a put into a `cloud` bucket with the journal on: reserves the version's sequence and hands
+   * the packer an intent record holding the version as it will be committed, so that the flush
+   * that makes the data durable makes the intent durable too. Returns the version and intent id.
+   */
+  async #writeIntent(b: BucketRecord, key: string, data: IngestResult, options: PutOptions): Promise<{ version: ObjectVersion; intent: string }> {
+    // Not before the restart mark moved the sequence counter past the last run's reservations.
+    await this.#shipperReady;
+    const sequence = this.meta.reserveSequence();
+    const version = { ...this.#newVersion(b, key, data, options, sequence), versionId: versionIdFor("enabled", sequence) };
+    const intent: PutIntent = { id: intentRecordId(sequence).toString("hex"), version };
+    this.#intentsInFlight.set(intent.id, sequence);
+    try {
+      await this.packer.add(intentRecord(intent, this.options.compressionLevel));
+    } catch (err) {
+      this.#intentsInFlight.delete(intent.id);
+      throw err;
+    }
+    return { version, intent: intent.id };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -804,7 +959,10 @@ export class ObjectStore {
   async #durable(b: BucketRecord, result: IngestResult): Promise<void> {
     // Group commit: every chunk this stream needs (its own, and pending ones of other writers it
     // deduplicated against) is in a pack that this flush waits for.
-    await this.#target(b).packer.flush();
+    const target = this.#target(b);
+    // Journal entries waiting for a ride go in this flush (cloud packer only).
+    if (target.cloud) this.#shipper?.drain();
+    await target.packer.flush();
     // Chunks found pending in packs that may have failed before this flush began (no flush covers
     // those any more): their failure is this stream's failure.
     await Promise.all(result.dependsOn);
@@ -852,19 +1010,8 @@ export class ObjectStore {
    * Writes `version` as the newest version of its key, applying S3's versioning rules: with
    * versioning off or suspended it replaces the `null` version (whose references are dropped).
    */
-  async #commitVersion(tx: MetaTx, bucket: BucketRecord, version: ObjectVersion): Promise<void> {
-    await tx.addRefs(version.manifest, 1);
-    if (bucket.versioning !== "enabled") {
-      for (const h of await tx.versionsOfKey(bucket.name, version.key)) {
-        if (h.versionId !== "null") continue;
-        const old = await tx.getVersion(bucket.name, version.key, "null");
-        if (old !== undefined) {
-          await tx.addRefs(old.manifest, -1);
-          tx.deleteVersion(bucket.name, version.key, old.sequence);
-        }
-      }
-    }
-    tx.putVersion(version);
+  async #commitVersion(tx: MetaTx, bucket: BucketRecord, version: ObjectVersion): Promise<boolean> {
+    return commitVersionRows(tx, bucket, version, true);
   }
 
   async #bucketIn(tx: MetaTx, name: string): Promise<BucketRecord> {
@@ -879,25 +1026,34 @@ export class ObjectStore {
     checkObjectKey(key);
     const b = await this.headBucket(bucket);
     return this.lock.shared(async () => {
-      const data = await this.#ingestDurably(b, source, ingestOptionsOf(options));
-      return this.#transaction(async (tx) => this.#commitPut(tx, await this.#bucketIn(tx, bucket), key, data, options), { waitJournal: this.#target(b).cloud });
+      const data = await this.#ingest(b, source, ingestOptionsOf(options));
+      const planned = this.#usesIntents(b) ? await this.#writeIntent(b, key, data, options) : undefined;
+      await this.#durableOrCancel(b, [data], planned === undefined ? [] : [planned.intent]);
+      return this.#transaction(async (tx) => this.#commitPut(tx, await this.#bucketIn(tx, bucket), key, data, options, planned?.version), {
+        journal: planned !== undefined || !this.#target(b).cloud ? "lazy" : "wait",
+        ...(planned === undefined ? {} : { intents: [planned.intent] }),
+      });
     });
   }
 
-  /** Announces a committed version (object-created). */
-  #emitCreated(tx: MetaTx, v: ObjectVersion): void {
-    this.emitEvent(tx, { kind: "object-created", key: `${v.bucket}/${v.key}`, data: { bucket: v.bucket, key: v.key, versionId: v.versionId, size: v.size, etag: v.etag } });
+  /** #durable for each result; if one fails, the intents written for them are cancelled. */
+  async #durableOrCancel(b: BucketRecord, results: readonly IngestResult[], intents: readonly string[]): Promise<void> {
+    try {
+      for (const r of results) await this.#durable(b, r);
+    } catch (err) {
+      if (intents.length > 0) await this.#cancelIntents(intents);
+      throw err;
+    }
   }
 
-  /** Announces a removed version or a delete marker (object-deleted). */
-  #emitDeleted(tx: MetaTx, bucket: string, key: string, versionId: string, deleteMarker: boolean): void {
-    this.emitEvent(tx, { kind: "object-deleted", key: `${bucket}/${key}`, data: { bucket, key, versionId, deleteMarker } });
+  /** Puts into this bucket write an intent with their data (journal on, cloud durability). */
+  #usesIntents(b: BucketRecord): boolean {
+    return this.options.journal && this.#target(b).cloud;
   }
 
-  /** The new version of `key` made of `data`, committed in `tx`. */
-  async #commitPut(tx: MetaTx, b: BucketRecord, key: string, data: IngestResult, options: PutOptions): Promise<PutResult> {
-    const sequence = await tx.nextSequence();
-    const version: ObjectVersion = {
+  /** The version a put of `data` creates, with this sequence. */
+  #newVersion(b: BucketRecord, key: string, data: IngestResult, options: PutOptions, sequence: number): ObjectVersion {
+    return {
       bucket: b.name,
       key,
       versionId: versionIdFor(b.versioning, sequence),
@@ -911,9 +1067,25 @@ export class ObjectStore {
       ...extras({ ...options, checksum: typeof options.checksum === "function" ? options.checksum() : options.checksum }),
       manifest: data.manifest,
     };
-    await this.#commitVersion(tx, b, version);
+  }
+
+  /** Announces a committed version (object-created). */
+  #emitCreated(tx: MetaTx, v: ObjectVersion): void {
+    this.emitEvent(tx, { kind: "object-created", key: `${v.bucket}/${v.key}`, data: { bucket: v.bucket, key: v.key, versionId: v.versionId, size: v.size, etag: v.etag } });
+  }
+
+  /** Announces a removed version or a delete marker (object-deleted). */
+  #emitDeleted(tx: MetaTx, bucket: string, key: string, versionId: string, deleteMarker: boolean): void {
+    this.emitEvent(tx, { kind: "object-deleted", key: `${bucket}/${key}`, data: { bucket, key, versionId, deleteMarker } });
+  }
+
+  /** The new version of `key` made of `data`, committed in `tx`. */
+  async #commitPut(tx: MetaTx, b: BucketRecord, key: string, data: IngestResult, options: PutOptions, planned?: ObjectVersion): Promise<PutResult> {
+    // A planned version (its intent already durable) keeps its sequence; its version id follows the
+    // bucket's versioning as it is now, as it would on recovery.
+    const version = planned === undefined ? this.#newVersion(b, key, data, options, await tx.nextSequence()) : { ...planned, versionId: plannedVersionId(b.versioning, planned) };
     tx.addCounters({ plainPuts: 1, ingestedBytes: data.size });
-    this.#emitCreated(tx, version);
+    if (await this.#commitVersion(tx, b, version)) this.#emitCreated(tx, version);
     return { bucket: b.name, key, versionId: version.versionId, etag: version.etag, size: version.size };
   }
 
@@ -948,6 +1120,8 @@ export class ObjectStore {
       await Promise.all(Array.from({ length: Math.max(1, Math.min(options.concurrency ?? 4, items.length)) }, worker));
       if (failure !== undefined) throw failure;
       for (const d of data) await this.#durable(bucketRec, d);
+      // No intents here: one entry for the whole batch, waited for, costs at most one PUT per batch
+      // (an intent per object would cost its bytes for every object).
       return this.#transaction(
         async (tx) => {
           const b = await this.#bucketIn(tx, bucket);
@@ -955,7 +1129,7 @@ export class ObjectStore {
           for (let i = 0; i < items.length; i++) results.push(await this.#commitPut(tx, b, items[i]!.key, data[i]!, items[i]!.options ?? {}));
           return results;
         },
-        { waitJournal: this.#target(bucketRec).cloud },
+        { journal: this.#target(bucketRec).cloud ? "wait" : "lazy" },
       );
     });
   }
@@ -1356,7 +1530,7 @@ export class ObjectStore {
       tx.putPart(part);
       tx.addCounters({ plainPuts: 1, ingestedBytes });
       return part;
-    }, { waitJournal });
+    }, { journal: waitJournal ? "wait" : "lazy" });
   }
 
   async uploadPart(bucket: string, uploadId: string, partNumber: number, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { contentMD5?: string; size?: number } = {}): Promise<PartRecord> {

@@ -128,6 +128,7 @@ class Repo {
 interface Stats {
   logicalBytes: number;
   storedBytes: number;
+  journalBytes: number;
   dedupRatio: number;
   compressionRatio: number;
   objects: number;
@@ -142,6 +143,7 @@ interface Stats {
 const STATS_FIELDS = [
   "logicalBytes",
   "storedBytes",
+  "journalBytes",
   "dedupRatio",
   "compressionRatio",
   "objects",
@@ -375,7 +377,11 @@ describe("stowage CLI on a repository", { concurrency: true }, () => {
 
       await repo.ok(["cp", "media/src.bin", "archive/copy.bin"]);
       const afterCopy = await repo.stats();
-      assert.equal(afterCopy.storedBytes, before.storedBytes, "a copy stores nothing");
+      // A copy stores no data: only its journal entry (a few hundred bytes and its manifest), in a
+      // pack whose framing (index and trailer) costs a few hundred bytes more.
+      const dataBytes = (s: Stats): number => s.storedBytes - s.journalBytes;
+      assert.ok(Math.abs(dataBytes(afterCopy) - dataBytes(before)) < 1024, `a copy stores no data: ${dataBytes(before)} -> ${dataBytes(afterCopy)}`);
+      assert.ok(afterCopy.journalBytes - before.journalBytes < 16 * 1024, `journal bytes ${before.journalBytes} -> ${afterCopy.journalBytes}`);
       assert.equal(afterCopy.logicalBytes, before.logicalBytes + body.length);
       assert.equal(afterCopy.objects, before.objects + 1);
       const original = await repo.ok(["get", "media/src.bin", "-"]);
@@ -396,7 +402,7 @@ describe("stowage CLI on a repository", { concurrency: true }, () => {
         ],
       );
       const afterSnap = await repo.stats();
-      assert.equal(afterSnap.storedBytes, before.storedBytes, "a snapshot stores nothing");
+      assert.ok(Math.abs(dataBytes(afterSnap) - dataBytes(before)) < 2048, `a snapshot stores no data: ${dataBytes(before)} -> ${dataBytes(afterSnap)}`);
       assert.equal(afterSnap.objects, before.objects + 3);
 
       // Versioning: an overwrite keeps the old version, readable by its id.
@@ -466,7 +472,8 @@ describe("stowage CLI on a repository", { concurrency: true }, () => {
       await writeFile(repo.path("f"), randomBytes(300_000));
       await repo.ok(["put", repo.path("f"), "media/f"]);
       const text = await repo.ok(["stats"]);
-      assert.match(text.out, /^local tier +29[0-9]\.[0-9] KiB in 1 blobs, capacity 10\.0 MiB/m, text.out);
+      // Two packs: the bucket's creation (its journal entry, waited for), then the data with its put intent.
+      assert.match(text.out, /^local tier +29[0-9]\.[0-9] KiB in 2 blobs, capacity 10\.0 MiB/m, text.out);
       assert.match(text.out, /^hydrator backlog +0 events/m, text.out);
       // The events are in the outbox until a gateway relays them.
       assert.match(text.out, /^outbox +[1-9][0-9]* events/m, text.out);

@@ -21,6 +21,7 @@ import { collectGarbage } from "../../src/store/gc.js";
 import { fsck } from "../../src/store/fsck.js";
 import type { ObjectStore } from "../../src/store/store.js";
 import { bytes, collect } from "../store/helpers.js";
+import { snapshotOf } from "./helpers.js";
 import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import { S3Backend } from "../../src/backend/s3.js";
 import { S3TestServer, findS3Servers, INSTALL_HINT } from "../backend/s3-server.js";
@@ -34,25 +35,6 @@ async function newRepo(): Promise<{ root: string; dir: string }> {
   const dir = path.join(root, "data");
   await initRepository(dir, { passphrase: PASS, keyFile: KDF, chunker: { minSize: 1024, avgSize: 4096, maxSize: 16384 }, packTargetSize: 64 * 1024 });
   return { root, dir };
-}
-
-/** Everything a client can see: buckets, every version's header, the bytes of each, uploads and parts. */
-async function snapshotOf(store: ObjectStore): Promise<unknown> {
-  const out: Record<string, unknown> = {};
-  for (const b of await store.listBuckets()) {
-    const versions: unknown[] = [];
-    for await (const h of store.meta.listVersions(b.name)) {
-      const v = await store.meta.getVersion(b.name, h.key, h.versionId);
-      assert.ok(v !== undefined);
-      const { manifest: _m, ...header } = v;
-      const content = h.deleteMarker ? null : createHash("md5").update(await collect((await store.getObject(b.name, h.key, { versionId: h.versionId })).body)).digest("hex");
-      versions.push({ ...header, content });
-    }
-    const uploads: unknown[] = [];
-    for (const u of await store.listMultipartUploads(b.name)) uploads.push({ ...u, parts: (await store.listParts(b.name, u.uploadId)).parts });
-    out[b.name] = { bucket: b, versions, uploads };
-  }
-  return out;
 }
 
 async function assertFsckClean(store: ObjectStore): Promise<void> {

@@ -332,7 +332,7 @@ test("wrong key: another master key is STOWAGE_WRONG_KEY, a wrong passphrase STO
     // Past the key check: the same bucket and metadata under other keys.
     const backend = await LocalBackend.open(join(dir, "bucket"));
     const meta = await openKvMetadataStore(join(dir, "meta"));
-    const other = new ObjectStore(meta, backend, RepositoryKeys.generate(), { chunker: SMALL_CHUNKS, packTargetSize: 64 * 1024 });
+    const other = new ObjectStore(meta, backend, RepositoryKeys.generate(), { chunker: SMALL_CHUNKS, packTargetSize: 64 * 1024, journal: false });
     try {
       const got = await readFails(other, "bkt", "obj", data, "STOWAGE_INTEGRITY", "bkt/obj");
       assert.equal(got.length, 0, "no unauthenticated byte is returned");
@@ -673,7 +673,7 @@ test("corrupt reads from the bucket fail with STOWAGE_INTEGRITY, never wrong byt
 
     // With the cache on, a corrupt GET must not leave bad plaintext behind either.
     await t.store.close();
-    const cached = new ObjectStore(t.meta, faulty, t.keys, { chunker: SMALL_CHUNKS, packTargetSize: 64 * 1024 });
+    const cached = new ObjectStore(t.meta, faulty, t.keys, { chunker: SMALL_CHUNKS, packTargetSize: 64 * 1024, journal: false });
     try {
       const again = faulty.inject({ op: "get", kind: "corrupt", key: /^packs\//, times: 1 });
       await readFails(cached, "bkt", "x", x, "STOWAGE_INTEGRITY", "bkt/x");
@@ -682,7 +682,7 @@ test("corrupt reads from the bucket fail with STOWAGE_INTEGRITY, never wrong byt
     } finally {
       await cached.close();
     }
-    t.store = new ObjectStore(t.meta, faulty, t.keys, { chunker: SMALL_CHUNKS, packTargetSize: 64 * 1024, cacheBytes: 0 });
+    t.store = new ObjectStore(t.meta, faulty, t.keys, { chunker: SMALL_CHUNKS, packTargetSize: 64 * 1024, cacheBytes: 0, journal: false });
 
     const flaky = faulty.inject({ op: "get", kind: "corrupt", key: /^packs\//, probability: 0.3 });
     let failed = 0;
