@@ -266,6 +266,9 @@ export function normalizeEtag(etag: string): string {
   return etag.replace(/^"+|"+$/g, "").replace(/^W\//, "");
 }
 
+/** putObjects batches up to this size write put intents; larger ones wait for their one journal entry. */
+const MAX_BATCH_INTENTS = 32;
+
 /** Sequence numbers skipped when a store opens with the journal on (see the restart mark). */
 const RESERVE_HEADROOM = 2 ** 20;
 
@@ -1119,17 +1122,21 @@ export class ObjectStore {
       };
       await Promise.all(Array.from({ length: Math.max(1, Math.min(options.concurrency ?? 4, items.length)) }, worker));
       if (failure !== undefined) throw failure;
-      for (const d of data) await this.#durable(bucketRec, d);
-      // No intents here: one entry for the whole batch, waited for, costs at most one PUT per batch
-      // (an intent per object would cost its bytes for every object).
+      // Small batches write an intent per object (no extra PUT); larger ones one entry for the whole
+      // batch, waited for: at most one PUT per batch, where intents would cost their bytes per object.
+      const planned: Array<{ version: ObjectVersion; intent: string }> = [];
+      if (this.#usesIntents(bucketRec) && items.length <= MAX_BATCH_INTENTS) {
+        for (let i = 0; i < items.length; i++) planned.push(await this.#writeIntent(bucketRec, items[i]!.key, data[i]!, items[i]!.options ?? {}));
+      }
+      await this.#durableOrCancel(bucketRec, data, planned.map((p) => p.intent));
       return this.#transaction(
         async (tx) => {
           const b = await this.#bucketIn(tx, bucket);
           const results: PutResult[] = [];
-          for (let i = 0; i < items.length; i++) results.push(await this.#commitPut(tx, b, items[i]!.key, data[i]!, items[i]!.options ?? {}));
+          for (let i = 0; i < items.length; i++) results.push(await this.#commitPut(tx, b, items[i]!.key, data[i]!, items[i]!.options ?? {}, planned[i]?.version));
           return results;
         },
-        { journal: this.#target(bucketRec).cloud ? "wait" : "lazy" },
+        { journal: planned.length > 0 || !this.#target(bucketRec).cloud ? "lazy" : "wait", intents: planned.map((p) => p.intent) },
       );
     });
   }
