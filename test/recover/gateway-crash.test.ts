@@ -23,7 +23,8 @@
  * Then `serve` stops, `stowage fsck --read-data` must be clean, `stowage gc` recycles packs (which
  * must carry their journal records), and the next round runs on the recovered directory (the model
  * rebased on what was observed), so later rounds also recover a recovered repository and the work
- * of earlier rounds. Rounds: STOWAGE_CRASH_ROUNDS (default 2); seed: STOWAGE_CRASH_SEED (printed on
+ * of earlier rounds. A second test does the same with the cloud tier on a real S3-compatible server
+ * (moto, an s3:// bucket; STOWAGE_CRASH_S3_ROUNDS, default 1). Rounds: STOWAGE_CRASH_ROUNDS (default 3); seed: STOWAGE_CRASH_SEED (printed on
  * failure; it fixes each client's choices, not the interleaving nor the moment of the kill). A
  * failed run keeps its directories and prints where they are.
  */
@@ -52,13 +53,15 @@ import {
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { mulberry32 } from "../../src/util/random.js";
+import { S3Backend } from "../../src/backend/s3.js";
+import { S3TestServer, findS3Servers, INSTALL_HINT } from "../backend/s3-server.js";
 
 /** dist/test/recover/gateway-crash.test.js -> dist/src/cli/main.js, whatever the output directory. */
 const BIN = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const PASSPHRASE = "gateway crash test passphrase";
 const ACCESS_KEY = "STWGATEWAYCRASHTEST";
 const SECRET_KEY = "gateway-crash-test-secret-key";
-const ROUNDS = Number(process.env.STOWAGE_CRASH_ROUNDS ?? "2");
+const ROUNDS = Number(process.env.STOWAGE_CRASH_ROUNDS ?? "3");
 const SEED = process.env.STOWAGE_CRASH_SEED !== undefined && process.env.STOWAGE_CRASH_SEED !== "" ? Number(process.env.STOWAGE_CRASH_SEED) >>> 0 : Math.floor(Math.random() * 2 ** 32) >>> 0;
 const CLIENTS = 10;
 const MiB = 1024 * 1024;
@@ -80,13 +83,16 @@ const unquote = (etag: string | undefined): string => (etag ?? "").replace(/^"+|
 // ------------------------------------------------------------------------------------------
 
 /** The test's environment without STOWAGE_* variables (the journal is on by default), plus the passphrase and the root key. */
+/** More environment for the children (the S3 bucket's credentials). */
+let extraEnv: Record<string, string> = {};
+
 function childEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("STOWAGE_")) env[k] = v;
   env.STOWAGE_PASSPHRASE = PASSPHRASE;
   env.STOWAGE_ROOT_ACCESS_KEY = ACCESS_KEY;
   env.STOWAGE_ROOT_SECRET_KEY = SECRET_KEY;
-  return env;
+  return { ...env, ...extraEnv };
 }
 
 interface CliResult {
@@ -792,7 +798,40 @@ async function verify(s3: S3Client, model: Model): Promise<Verified> {
 test(`SIGKILL of a serving gateway, data directory lost: recover from the bucket keeps every acknowledged S3 operation (${ROUNDS} rounds)`, { timeout: 60_000 + ROUNDS * 60_000 }, async (t: TestContext) => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "stowage-gwcrash-"));
   const bucketDir = path.join(root, "bucket");
-  const bucketUrl = pathToFileURL(bucketDir).href;
+  await crashRounds(t, root, pathToFileURL(bucketDir).href, [], ROUNDS, (data) => assert.ok(!bucketDir.startsWith(data + path.sep), "the bucket is outside the data directory"));
+});
+
+// The same with the cloud tier on a real S3-compatible server (moto): one round by default.
+const haveMoto = findS3Servers().includes("moto");
+const S3_ROUNDS = Number(process.env.STOWAGE_CRASH_S3_ROUNDS ?? "1");
+test(
+  `SIGKILL of a serving gateway whose cloud tier is on a real S3-compatible server (moto), data directory lost: recover keeps every acknowledged S3 operation (${S3_ROUNDS} rounds)`,
+  { skip: haveMoto ? false : `moto is not installed: run ${INSTALL_HINT}`, timeout: 90_000 + S3_ROUNDS * 90_000 },
+  async (t: TestContext) => {
+    const srv = await S3TestServer.start("moto");
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "stowage-gwcrash-s3-"));
+    extraEnv = { STOWAGE_S3_ACCESS_KEY: "test", STOWAGE_S3_SECRET_KEY: "test" };
+    try {
+      const bucketName = `stowage-gwcrash-${process.pid}`;
+      const admin = new S3Backend({ bucket: bucketName, endpoint: srv.endpoint, forcePathStyle: true, credentials: { accessKeyId: "test", secretAccessKey: "test" } });
+      await admin.client.send(new CreateBucketCommand({ Bucket: bucketName }));
+      await admin.close();
+      await crashRounds(t, root, `s3://${bucketName}/repo`, ["--s3-endpoint", srv.endpoint, "--s3-path-style"], S3_ROUNDS, (data) =>
+        assert.equal(fs.existsSync(path.join(data, "bucket")), false, "nothing is written to a local bucket directory"),
+      );
+    } finally {
+      extraEnv = {};
+      await srv.stop();
+    }
+  },
+);
+
+/**
+ * Rounds of load, SIGKILL, loss of the data directory, `stowage recover` from `bucketUrl` (with
+ * `bucketArgs` for init and recover), verification, fsck and gc. Removes `root` when all pass.
+ */
+async function crashRounds(t: TestContext, root: string, bucketUrl: string, bucketArgs: string[], rounds: number, checkInit: (data: string) => void): Promise<void> {
+  const ROUNDS = rounds;
   const rnd = mulberry32(SEED);
   let failed = true;
   let stage = "init";
@@ -809,8 +848,8 @@ test(`SIGKILL of a serving gateway, data directory lost: recover from the bucket
   const clients: S3Client[] = [];
   try {
     let data = path.join(root, "data-0");
-    await cliOk(["init", "--data", data, "--bucket", bucketUrl, "--kdf-cost", "10", "--chunk-min", "1024", "--chunk-avg", "4096", "--chunk-max", "16384", "--pack-size", "65536"]);
-    assert.ok(!bucketDir.startsWith(data + path.sep), "the bucket is outside the data directory");
+    await cliOk(["init", "--data", data, "--bucket", bucketUrl, ...bucketArgs, "--kdf-cost", "10", "--chunk-min", "1024", "--chunk-avg", "4096", "--chunk-max", "16384", "--pack-size", "65536"]);
+    checkInit(data);
     const model = new Model();
     for (let round = 1; round <= ROUNDS; round++) {
       const t0 = Date.now();
@@ -850,7 +889,7 @@ test(`SIGKILL of a serving gateway, data directory lost: recover from the bucket
       next(`round ${round}: recover`);
       fs.rmSync(data, { recursive: true, force: true });
       const recovered = path.join(root, `data-${round}`);
-      const rec = await cliOk(["recover", "--data", recovered, "--bucket", bucketUrl, "--json"]);
+      const rec = await cliOk(["recover", "--data", recovered, "--bucket", bucketUrl, ...bucketArgs, "--json"]);
       const report = JSON.parse(rec.stdout) as { packs: number; journalRecords: number; entriesApplied: number; ms: number; fsck: { ok: boolean } };
       assert.ok(report.fsck.ok, `recover's fsck: ${rec.stdout}`);
       data = recovered;
@@ -901,4 +940,4 @@ test(`SIGKILL of a serving gateway, data directory lost: recover from the bucket
     }
     if (!failed) fs.rmSync(root, { recursive: true, force: true });
   }
-});
+}
