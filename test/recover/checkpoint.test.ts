@@ -160,3 +160,34 @@ test("recovery to a point in time: the newest checkpoint not newer, and the jour
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
+
+test("serve's services write checkpoints on their own, and none while nothing changes", async () => {
+  const { root, dir, bucket } = await newRepo();
+  try {
+    const repo = await openRepository(dir, { passphrase: PASS, services: true, checkpointIntervalMs: 50 });
+    const errors: unknown[] = [];
+    repo.background.onError = (err) => errors.push(err);
+    const dirOf = path.join(bucket, CHECKPOINT_PREFIX);
+    const count = (): number => (fs.existsSync(dirOf) ? fs.readdirSync(dirOf).length : 0);
+    const waitFor = async (n: number): Promise<void> => {
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && count() < n) await new Promise((r) => setTimeout(r, 25));
+      assert.equal(count(), n);
+    };
+    repo.startServices();
+    await repo.store.createBucket("bkt");
+    await repo.store.putObject("bkt", "a", [bytes(500, 1)]);
+    await waitFor(1);
+    // (The first may have been taken between the bucket and the put: then a second follows.)
+    await new Promise((r) => setTimeout(r, 300));
+    const n = count();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(count(), n, "no new journal entries: no new checkpoint");
+    await repo.store.deleteObject("bkt", "a");
+    await waitFor(n + 1);
+    assert.deepEqual(errors, []);
+    await repo.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
