@@ -663,14 +663,16 @@ export function registerRepositoryCommands(program: Command): void {
     .command("recover")
     .description("rebuild a complete data directory from the bucket alone (key opened with STOWAGE_PASSPHRASE, or STOWAGE_MASTER_KEY); resumable")
     .requiredOption("--data <dir>", "the new data directory (must not hold a repository; a rerun resumes an interrupted recovery)")
-    .requiredOption("--bucket <url>", "the cloud tier: a directory, file:///PATH or s3://BUCKET/PREFIX")
+    .option("--bucket <url>", "the cloud tier: a directory, file:///PATH or s3://BUCKET/PREFIX (default: STOWAGE_BUCKET)")
     .option("--s3-endpoint <url>", "S3-compatible service URL (default: AWS)")
     .option("--s3-region <region>", "S3 region")
     .option("--s3-path-style", "path-style S3 requests (most non-AWS services)")
     .option("--read-data", "fsck at the end reads and authenticates every chunk")
     .option("--to-time <time>", "recover the repository as it was at this time (ISO 8601, or ms since the epoch)")
     .option("--json", "print the report as JSON")
-    .action(async (opts: { data: string; bucket: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean; readData?: boolean; toTime?: string; json?: boolean }) => {
+    .action(async (opts: { data: string; bucket?: string; s3Endpoint?: string; s3Region?: string; s3PathStyle?: boolean; readData?: boolean; toTime?: string; json?: boolean }) => {
+      const bucket = opts.bucket ?? (process.env.STOWAGE_BUCKET || undefined);
+      if (bucket === undefined) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "recover needs the bucket: --bucket URL or STOWAGE_BUCKET");
       let toTime: number | undefined;
       if (opts.toTime !== undefined) {
         toTime = /^[0-9]+$/.test(opts.toTime) ? Number(opts.toTime) : Date.parse(opts.toTime);
@@ -685,7 +687,7 @@ export function registerRepositoryCommands(program: Command): void {
       let progress: Progress | undefined;
       let phase = "";
       const r = await recoverRepository(opts.data, {
-        bucket: opts.bucket,
+        bucket,
         ...(Object.keys(s3).length === 0 ? {} : { s3 }),
         ...(pass === undefined ? {} : { passphrase: pass }),
         ...(keys === undefined ? {} : { keys }),

@@ -462,6 +462,36 @@ describe("stowage CLI on a repository", { concurrency: true }, () => {
     }
   });
 
+  test("checkpoint, then recover from the bucket alone: the bucket from STOWAGE_BUCKET (or a clear error), to now and to an earlier time", async () => {
+    const repo = await Repo.create("recover");
+    try {
+      const body = randomBytes(50_000);
+      await writeFile(repo.path("f"), body);
+      await repo.ok(["put", repo.path("f"), "media/f"]);
+      const cp = await repo.json<{ key: string; index: number }>(["checkpoint"]);
+      assert.match(cp.key, /^checkpoints\/[0-9a-f]{16}-[0-9a-f]{8}$/);
+      await new Promise((r) => setTimeout(r, 50));
+      const before = new Date().toISOString();
+      await new Promise((r) => setTimeout(r, 50));
+      await repo.ok(["rm", "media/f"]);
+      const env = { STOWAGE_BUCKET: repo.path("data", "bucket") };
+
+      const now = new Repo(repo.root, repo.path("now"));
+      await now.fails("STOWAGE_INVALID_ARGUMENT", ["recover"]);
+      const r = JSON.parse((await now.ok(["recover", "--json"], { env })).out) as { checkpoint?: string; fsck: { ok: boolean } };
+      assert.equal(r.checkpoint, cp.key);
+      assert.ok(r.fsck.ok);
+      assert.doesNotMatch((await now.ok(["ls", "media"])).out, /\bf\b/, "deleted after the checkpoint: gone");
+
+      const then = new Repo(repo.root, repo.path("then"));
+      await then.fails("STOWAGE_INVALID_ARGUMENT", ["recover", "--to-time", "yesterday"], { env });
+      await then.ok(["recover", "--to-time", before], { env });
+      assert.ok((await then.ok(["get", "media/f", "-"])).stdout.equals(body), "as it was before the delete");
+    } finally {
+      await repo.dispose();
+    }
+  });
+
   test("init with tiers; stats shows them, and still answers when the Kafka event log is unreachable", async () => {
     const root = await mkdtemp(join(tmpdir(), "stowage-cli-tiers-"));
     const repo = new Repo(root, join(root, "data"));
