@@ -12,7 +12,7 @@
  * a rerun from the same checkpoint skips what was applied (re-applying is harmless anyway: replay
  * is idempotent). Everything after the replay is recomputed on a rerun.
  */
-import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { StowageError, isStowageError } from "../errors.js";
 import { keysFromEnvironment, openKeyFile, type RepositoryKeys } from "../codec/keys.js";
@@ -27,6 +27,7 @@ import {
   DESCRIPTOR_FORMAT,
   DESCRIPTOR_KEY,
   KEY_FILE,
+  exists,
   REPOSITORY_FORMAT,
   REPOSITORY_VERSION,
   checkChunker,
@@ -88,15 +89,6 @@ export interface RecoverReport {
   fsck: FsckReport;
   warnings: string[];
   ms: number;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function readDescriptor(backend: BlobBackend, warnings: string[]): Promise<RepositoryDescriptor> {

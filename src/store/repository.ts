@@ -260,7 +260,8 @@ export class Repository {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+/** True when `path` exists (file or directory). */
+export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;
