@@ -45,6 +45,8 @@ export const ERROR_CODES = {
   STOWAGE_BAD_DIGEST: "The content does not match the digest the client sent (Content-MD5 or a checksum).",
   STOWAGE_INCOMPLETE_BODY: "The request body ended before the announced length, or the source stream failed; nothing was committed.",
   STOWAGE_EVENTS_CLOSED: "The event log or consumer is closed; no further operations are accepted.",
+  STOWAGE_MOUNT:
+    "A file system could not be mounted or unmounted (FUSE missing, mount point missing, not a directory or in use); the cause is attached.",
   STOWAGE_EVENTS_IO:
     "The event log failed an operation (disk, or the Kafka broker unreachable or refusing); the cause is attached. An append that failed may or may not be durable.",
 } as const;

@@ -12,6 +12,7 @@ import { isStowageError } from "../errors.js";
 import type { KvOptions, KvStats, RepairReport } from "../kv/types.js";
 import { registerRepositoryCommands } from "./commands.js";
 import { registerServe } from "./serve.js";
+import { registerMount } from "./mount.js";
 
 /** The slice of the kv module the CLI uses. */
 interface KvModule {
@@ -134,11 +135,14 @@ function buildProgram(): Command {
     });
 
   registerServe(program);
+  registerMount(program);
 
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // A FUSE mount keeps one libuv thread in a blocking read of /dev/fuse; leave the store its four.
+  process.env["UV_THREADPOOL_SIZE"] ??= "8";
   const program = buildProgram();
   if (argv.length === 0) {
     // Bare `stowage`: say what exists, successfully.

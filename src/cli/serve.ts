@@ -12,13 +12,15 @@ import { S3Server } from "../server/s3/server.js";
 import { resolveServeConfig, type ServeFlags } from "../server/config.js";
 import { Metrics, storeStatsSource, tierStatsSource } from "../server/metrics.js";
 import { addAccessKey, listAccessKeys, loadCredentials, removeAccessKey } from "../server/credentials.js";
+import { StowageFs } from "../fs/fs.js";
+import { mountFuse, type FuseMount } from "../fs/fuse.js";
 import { dataDir, PASSPHRASE_ENV } from "./context.js";
 
 function note(line: string): void {
   process.stderr.write(line + "\n");
 }
 
-async function openOrCreate(dir: string, commitDelayMs: number, cacheBytes: number, logger: Logger): Promise<Awaited<ReturnType<typeof openRepository>>> {
+export async function openOrCreate(dir: string, commitDelayMs: number, cacheBytes: number, logger: Logger): Promise<Awaited<ReturnType<typeof openRepository>>> {
   const passphrase = process.env[PASSPHRASE_ENV] || undefined;
   const envKeys = keysFromEnvironment();
   if (!(await repositoryExists(dir))) {
@@ -55,12 +57,15 @@ export function registerServe(program: Command): void {
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (default info)")
     .option("--commit-delay <ms>", "how long a write waits for uploads still streaming to share its pack (default 200)")
     .option("--cache-bytes <n>", "decompressed chunk cache (default 64 MiB)")
-    .action(async (opts: ServeFlags & { data?: string }) => {
+    .option("--mount <dir>", "also mount the repository there with FUSE (buckets are its top-level directories)")
+    .option("--mount-bucket <bucket>", "with --mount: mount only this bucket")
+    .action(async (opts: ServeFlags & { data?: string; mount?: string; mountBucket?: string }) => {
       const config = await resolveServeConfig(opts);
       const dir = dataDir(opts.data);
       const logger = pino({ level: config.logLevel, base: undefined });
       const repo = await openOrCreate(dir, config.commitDelayMs, config.cacheBytes, logger);
-      let server: S3Server;
+      let server: S3Server | undefined;
+      let mount: FuseMount | undefined;
       try {
         const creds = await loadCredentials(dir);
         const metrics = new Metrics();
@@ -76,9 +81,21 @@ export function registerServe(program: Command): void {
         if (creds.generated) note(`stowage: secret key ${creds.root.secretAccessKey}   (generated now; kept in ${dir}/credentials.json)`);
         else if (creds.source === "file") note(`stowage: secret key in ${dir}/credentials.json`);
         else note("stowage: secret key from STOWAGE_ROOT_SECRET_KEY");
+        if (opts.mount !== undefined) {
+          const fs = new StowageFs(repo.store);
+          mount = await mountFuse(fs, opts.mount, {
+            ...(opts.mountBucket === undefined ? {} : { bucket: opts.mountBucket }),
+            onError: (err, op) => {
+              if (err.code === "EIO") logger.error({ err: err.message, op }, "file-system operation failed");
+            },
+          });
+          note(`stowage: mounted ${opts.mountBucket ?? "all buckets"} at ${mount.mountpoint}`);
+        }
         repo.startServices();
         logger.info({ endpoint: `http://${host}:${addr.port}`, data: dir, cloud: repo.config.bucket, events: repo.events.location }, "listening");
       } catch (err) {
+        await mount?.unmount().catch(() => undefined);
+        await server?.close().catch(() => undefined);
         await repo.close();
         throw err;
       }
@@ -88,8 +105,9 @@ export function registerServe(program: Command): void {
           if (stopping) return;
           stopping = true;
           logger.info({ signal }, "draining");
-          void server
-            .close()
+          void (mount === undefined ? Promise.resolve() : mount.unmount())
+            .catch((err: unknown) => logger.error({ err: String(err) }, "unmount failed"))
+            .then(() => server?.close())
             .catch((err: unknown) => logger.error({ err: String(err) }, "close failed"))
             .then(() => repo.close())
             .then(() => {
