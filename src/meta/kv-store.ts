@@ -30,6 +30,8 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { StowageError } from "../errors.js";
 import { EVENT_KINDS, type EventKind, type EventValue, type StowageEvent } from "../events/types.js";
+import { KIND_VALUE, MAX_SEQUENCE, TRAILER_SIZE } from "../kv/format.js";
+import { Memtable } from "../kv/memtable.js";
 import { openKv, type BatchOperation, type Kv, type KvCursor, type KvOptions, type KvStats, type Snapshot } from "../kv/index.js";
 import type {
   BucketRecord,
@@ -729,13 +731,16 @@ class CommittedRows implements Rows {
   }
 }
 
-/** A transaction's pending writes: row key → value, or null for a deletion. */
+/**
+ * A transaction's pending writes: row key → value, or null for a deletion. Point reads go to a
+ * map; range reads walk a skip list of the keys (the kv store's memtable, used for its order
+ * only), so a transaction that alternates writes and scans (a directory rename moving 100,000
+ * objects does one of each per object) costs O(log n) per step, not a re-sort.
+ */
 class Overlay {
   private readonly map = new Map<string, { key: Buffer; value: Buffer | null }>();
-  /** Keys (latin1 strings, whose order is byte order) in ascending order. */
-  private sorted: string[] = [];
-  /** Keys added since `sorted` was last brought up to date. */
-  private added: string[] = [];
+  private readonly order = new Memtable(64 * 1024);
+  private seq = 0;
 
   set(key: Buffer, value: Buffer | null): void {
     const s = key.toString("latin1");
@@ -743,7 +748,7 @@ class Overlay {
     if (cur !== undefined) cur.value = value;
     else {
       this.map.set(s, { key, value });
-      this.added.push(s);
+      this.order.add(++this.seq, KIND_VALUE, key, EMPTY);
     }
   }
 
@@ -752,36 +757,22 @@ class Overlay {
     return this.map.get(key.toString("latin1"))?.value;
   }
 
-  /** Pending rows with `lo <= key < hi`, ascending. */
-  range(lo: Buffer, hi: Buffer | undefined): { key: Buffer; value: Buffer | null }[] {
-    if (this.added.length > 0) {
-      this.added.sort();
-      const merged: string[] = [];
-      let i = 0;
-      let j = 0;
-      while (i < this.sorted.length || j < this.added.length) {
-        if (j >= this.added.length || (i < this.sorted.length && this.sorted[i]! < this.added[j]!)) merged.push(this.sorted[i++]!);
-        else merged.push(this.added[j++]!);
-      }
-      this.sorted = merged;
-      this.added = [];
+  /**
+   * Pending rows with `lo <= key < hi`, ascending: the keys pending when the range began (rows
+   * added while iterating are not visited), each with its value when it is reached.
+   */
+  *range(lo: Buffer, hi: Buffer | undefined): Generator<{ key: Buffer; value: Buffer | null }, void, undefined> {
+    if (this.map.size === 0) return;
+    const o = this.order;
+    const limit = this.seq;
+    // Every key is in the list once; the largest trailer sorts first among equal user keys.
+    for (let n = o.findGreaterOrEqual(lo, lo.length, MAX_TRAILER); n !== -1; n = o.nextOf(n)) {
+      if (Math.floor(o.trailerOf(n) / 256) > limit) continue;
+      const ik = o.keyOf(n);
+      const uk = Buffer.from(ik.buffer, ik.byteOffset, ik.length - TRAILER_SIZE);
+      if (hi !== undefined && Buffer.compare(uk, hi) >= 0) return;
+      yield this.map.get(uk.toString("latin1"))!;
     }
-    const los = lo.toString("latin1");
-    const his = hi?.toString("latin1");
-    let a = 0;
-    let b = this.sorted.length;
-    while (a < b) {
-      const m = (a + b) >>> 1;
-      if (this.sorted[m]! < los) a = m + 1;
-      else b = m;
-    }
-    const out: { key: Buffer; value: Buffer | null }[] = [];
-    for (let i = a; i < this.sorted.length; i++) {
-      const s = this.sorted[i]!;
-      if (his !== undefined && s >= his) break;
-      out.push(this.map.get(s)!);
-    }
-    return out;
   }
 
   ops(): BatchOperation[] {
@@ -792,6 +783,9 @@ class Overlay {
     return out;
   }
 }
+
+const EMPTY = new Uint8Array(0);
+const MAX_TRAILER = MAX_SEQUENCE * 256 + 255;
 
 class TxRows implements Rows {
   constructor(
@@ -810,12 +804,12 @@ class TxRows implements Rows {
     const base = this.base.scan(lo, hi);
     try {
       let b = base.next();
-      let i = 0;
+      let p = pending.next();
       while (true) {
-        const o = pending[i];
+        const o = p.done === true ? undefined : p.value;
         if (b.done === true) {
           if (o === undefined) return;
-          i++;
+          p = pending.next();
           if (o.value !== null) yield [o.key, o.value];
           continue;
         }
@@ -825,12 +819,13 @@ class TxRows implements Rows {
           b = base.next();
         } else {
           if (c === 0) b = base.next();
-          i++;
+          p = pending.next();
           if (o!.value !== null) yield [o!.key, o!.value];
         }
       }
     } finally {
       base.return(undefined);
+      pending.return(undefined);
     }
   }
 }
