@@ -73,3 +73,37 @@ test("stowage kv-stats --json reports a store's sequence and levels; a missing s
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("stowage serve --webdav: a WebDAV endpoint beside S3, behind the same access keys; SIGTERM stops both", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "stowage-dav-"));
+  const env: NodeJS.ProcessEnv = { ...process.env, STOWAGE_ROOT_ACCESS_KEY: "davaccess", STOWAGE_ROOT_SECRET_KEY: "davsecret-123456" };
+  for (const k of Object.keys(env)) if (k.startsWith("STOWAGE_") && !k.startsWith("STOWAGE_ROOT_")) delete env[k];
+  const child = spawn(process.execPath, [BIN, "serve", "--data", dir, "--port", "0", "--webdav", "0", "--log-level", "warn"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    let stderr = "";
+    const dav = await new Promise<string>((resolve, reject) => {
+      child.stderr.on("data", (b: Buffer) => {
+        stderr += b.toString();
+        const m = /WebDAV endpoint (http:\/\/\S+)/.exec(stderr);
+        if (m !== null) resolve(m[1]!);
+      });
+      child.on("exit", (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
+    });
+    const auth = { Authorization: `Basic ${Buffer.from("davaccess:davsecret-123456").toString("base64")}` };
+    assert.equal((await fetch(dav, { method: "PROPFIND", headers: { Depth: "0" } })).status, 401);
+    assert.equal((await fetch(`${dav}media`, { method: "MKCOL", headers: auth })).status, 201);
+    assert.equal((await fetch(`${dav}media/a.txt`, { method: "PUT", headers: auth, body: "over webdav" })).status, 201);
+    const listing = await fetch(`${dav}media/`, { method: "PROPFIND", headers: { ...auth, Depth: "1" } });
+    assert.equal(listing.status, 207);
+    assert.match(await listing.text(), /<D:href>\/media\/a\.txt<\/D:href>/i);
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    const ls = spawnSync(process.execPath, [BIN, "ls", "--data", dir, "media"], { env, encoding: "utf8" });
+    assert.equal(ls.status, 0, ls.stderr);
+    assert.match(ls.stdout, /a\.txt/);
+  } finally {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

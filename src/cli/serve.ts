@@ -12,8 +12,10 @@ import { S3Server } from "../server/s3/server.js";
 import { resolveServeConfig, type ServeFlags } from "../server/config.js";
 import { Metrics, storeStatsSource, tierStatsSource } from "../server/metrics.js";
 import { addAccessKey, listAccessKeys, loadCredentials, removeAccessKey } from "../server/credentials.js";
+import { StowageError } from "../errors.js";
 import { StowageFs } from "../fs/fs.js";
 import { mountFuse, type FuseMount } from "../fs/fuse.js";
+import { WebDavServer } from "../server/webdav/server.js";
 import { dataDir, PASSPHRASE_ENV } from "./context.js";
 
 function note(line: string): void {
@@ -59,13 +61,15 @@ export function registerServe(program: Command): void {
     .option("--cache-bytes <n>", "decompressed chunk cache (default 64 MiB)")
     .option("--mount <dir>", "also mount the repository there with FUSE (buckets are its top-level directories)")
     .option("--mount-bucket <bucket>", "with --mount: mount only this bucket")
-    .action(async (opts: ServeFlags & { data?: string; mount?: string; mountBucket?: string }) => {
+    .option("--webdav [port]", "also serve WebDAV (class 1 and 2) on this port of the listen address (default 9001; 0 picks a free one)")
+    .action(async (opts: ServeFlags & { data?: string; mount?: string; mountBucket?: string; webdav?: string | boolean }) => {
       const config = await resolveServeConfig(opts);
       const dir = dataDir(opts.data);
       const logger = pino({ level: config.logLevel, base: undefined });
       const repo = await openOrCreate(dir, config.commitDelayMs, config.cacheBytes, logger);
       let server: S3Server | undefined;
       let mount: FuseMount | undefined;
+      let dav: WebDavServer | undefined;
       try {
         const creds = await loadCredentials(dir);
         const metrics = new Metrics();
@@ -81,8 +85,17 @@ export function registerServe(program: Command): void {
         if (creds.generated) note(`stowage: secret key ${creds.root.secretAccessKey}   (generated now; kept in ${dir}/credentials.json)`);
         else if (creds.source === "file") note(`stowage: secret key in ${dir}/credentials.json`);
         else note("stowage: secret key from STOWAGE_ROOT_SECRET_KEY");
+        // One StowageFs for the mount and WebDAV, so they share open files' unflushed writes.
+        const fs = new StowageFs(repo.store);
+        if (opts.webdav !== undefined) {
+          const port = opts.webdav === true ? 9001 : Number(opts.webdav);
+          if (!Number.isInteger(port) || port < 0 || port > 65535) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `--webdav takes a port number, not ${String(opts.webdav)}`);
+          dav = new WebDavServer({ fs, credentials: creds.ring, logger });
+          const a = await dav.listen(port, config.address);
+          const h = a.family === "IPv6" ? `[${a.address}]` : a.address;
+          note(`stowage: WebDAV endpoint http://${h}:${a.port}/ (user: an access key id, password: its secret key)`);
+        }
         if (opts.mount !== undefined) {
-          const fs = new StowageFs(repo.store);
           mount = await mountFuse(fs, opts.mount, {
             ...(opts.mountBucket === undefined ? {} : { bucket: opts.mountBucket }),
             onError: (err, op) => {
@@ -95,6 +108,7 @@ export function registerServe(program: Command): void {
         logger.info({ endpoint: `http://${host}:${addr.port}`, data: dir, cloud: repo.config.bucket, events: repo.events.location }, "listening");
       } catch (err) {
         await mount?.unmount().catch(() => undefined);
+        await dav?.close().catch(() => undefined);
         await server?.close().catch(() => undefined);
         await repo.close();
         throw err;
@@ -107,6 +121,7 @@ export function registerServe(program: Command): void {
           logger.info({ signal }, "draining");
           void (mount === undefined ? Promise.resolve() : mount.unmount())
             .catch((err: unknown) => logger.error({ err: String(err) }, "unmount failed"))
+            .then(() => dav?.close())
             .then(() => server?.close())
             .catch((err: unknown) => logger.error({ err: String(err) }, "close failed"))
             .then(() => repo.close())
