@@ -103,8 +103,11 @@ export interface SetAttr {
 type Entry =
   | { kind: "root" }
   | { kind: "bucket"; created: number }
-  /** A directory; `marker` is its marker object when it has one (else it is implied by keys under it). */
-  | { kind: "dir"; marker: VersionHeader | undefined }
+  /**
+   * A directory; `marker` is its marker object when it has one (else it is implied by keys under it,
+   * and `seen` is the last-modified time of the first of them, which its times show).
+   */
+  | { kind: "dir"; marker: VersionHeader | undefined; seen?: number }
   | { kind: "file" | "symlink"; version: ObjectVersion };
 
 /** One open file, shared by its handles. */
@@ -159,6 +162,8 @@ export class StowageFs {
   readonly #maxDirtyBytes: number;
   readonly #capacity: number;
   readonly #now: () => number;
+  /** When this view was made: the root directory's times. */
+  readonly #started: number;
   /** Open files by path. */
   readonly #files = new Map<string, OpenFile>();
   readonly #handles = new Map<number, Handle>();
@@ -177,6 +182,7 @@ export class StowageFs {
     this.#maxDirtyBytes = options.maxDirtyBytes ?? 128 * 1024 * 1024;
     this.#capacity = options.capacityBytes ?? 2 ** 50;
     this.#now = options.now ?? Date.now;
+    this.#started = this.#now();
   }
 
   /** Runs an operation, turning store errors into errno-style FsErrors. */
@@ -201,7 +207,9 @@ export class StowageFs {
     // A directory shadows an object of the same name (docs/FS.md).
     const marker = await r.getCurrent(p.bucket, p.key + "/");
     if (marker !== undefined && !marker.deleteMarker) return { kind: "dir", marker };
-    if (await this.#hasAny(r, p.bucket, p.key + "/")) return { kind: "dir", marker: undefined };
+    for await (const h of r.listCurrent(p.bucket, { prefix: p.key + "/" })) {
+      if (!h.deleteMarker) return { kind: "dir", marker: undefined, seen: h.lastModified };
+    }
     const v = await r.getCurrent(p.bucket, p.key);
     if (v === undefined || v.deleteMarker) return undefined;
     return { kind: typeOfMode(Number(v.userMetadata[META_MODE] ?? S_IFREG)) === "symlink" ? "symlink" : "file", version: v };
@@ -226,11 +234,11 @@ export class StowageFs {
   #statOfEntry(p: FsPath, e: Entry): Stat {
     switch (e.kind) {
       case "root":
-        return { ...statOf("", "", undefined, true, this.#d), ino: ROOT_INO };
+        return { ...statOf("", "", undefined, true, this.#d, this.#started), ino: ROOT_INO };
       case "bucket":
         return { ...statOf(p.bucket!, "", undefined, true, this.#d, e.created), ino: hashIno(p.bucket!, "") };
       case "dir":
-        return statOf(p.bucket!, p.key, e.marker, true, this.#d);
+        return statOf(p.bucket!, p.key, e.marker, true, this.#d, e.seen);
       default: {
         const s = statOf(p.bucket!, p.key, e.version, false, this.#d);
         const f = this.#files.get(p.path);
@@ -478,8 +486,12 @@ export class StowageFs {
       f.dirty.write(at, data);
       f.size = Math.max(f.size, at + data.length);
       f.mtimeMs = this.#now();
-      if (f.dirtyBytes >= this.#maxDirtyPerFile) await this.#flush(f);
-      else await this.#bound();
+      if (f.dirtyBytes >= this.#maxDirtyPerFile) {
+        // Double buffering: the file's dirty bytes are stored in the background while the next
+        // ones collect; a writer waits only when it fills a buffer before the previous is stored.
+        if (f.flushing !== undefined) await f.chain;
+        this.#flush(f).catch(() => undefined); // a failed flush puts its bytes back: fsync/close retries and reports
+      } else await this.#bound();
       return data.length;
     });
   }

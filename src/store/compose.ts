@@ -299,13 +299,18 @@ export async function composeObject(store: ObjectStore, bucket: string, key: str
       let size = current?.size ?? 0;
       // Set when the result is exactly one stored stream (its MD5 is then the ETag).
       let whole: IngestResult | undefined;
+      // False while no edit changed the content: then the ETag stays (a chmod is not a new content).
+      let touched = current === undefined;
       let p = 0;
       for (let i = 0; i < edits.length; i++) {
         const e = edits[i]!;
         if (e.kind === "truncate") {
           if (e.size < size) manifest = sliceManifest(manifest, { start: 0, end: e.size });
           else manifest = manifest.concat(zeros(run, e.size - size));
-          if (e.size !== size) whole = undefined;
+          if (e.size !== size) {
+            whole = undefined;
+            touched = true;
+          }
           size = e.size;
           continue;
         }
@@ -331,10 +336,12 @@ export async function composeObject(store: ObjectStore, bucket: string, key: str
         manifest = [...sliceManifest(manifest, { start: 0, end: at }), ...piece, ...sliceManifest(manifest, { start: at + len, end: size })];
         size = Math.max(size, at + len);
         whole = replacesAll ? plan.data : undefined;
+        touched = true;
       }
       manifest = normalize(manifest);
       await needsCloud(bt, manifest);
-      const etag = options.md5 ?? (size === 0 ? EMPTY_MD5 : whole !== undefined ? whole.md5.toString("hex") : manifestEtag(manifest));
+      const etag =
+        options.md5 ?? (!touched && current !== undefined ? current.etag : size === 0 ? EMPTY_MD5 : whole !== undefined ? whole.md5.toString("hex") : manifestEtag(manifest));
       const userMetadata = options.userMetadata === undefined ? { ...(current?.userMetadata ?? {}) } : await options.userMetadata({ ...(current?.userMetadata ?? {}) }, () => tx.nextSequence());
       const fields = {
         size,

@@ -56,6 +56,15 @@ test("files written through the view are objects, and objects are files", async 
     assert.ok((await readAll(t.store, "bkt", "docs/a.bin")).equals(data), "getObject reads what the view wrote");
     const head = await t.store.headObject("bkt", "docs/a.bin");
     assert.equal(head.etag, createHash("md5").update(data).digest("hex"), "a sequentially written file has its MD5 as ETag");
+    // Attribute changes are new versions with the same content: the ETag stays (S3 sync tools compare it).
+    await fs.setattr("/bkt/docs/a.bin", { mode: 0o600, mtimeMs: 1_600_000_000_000 });
+    const after = await t.store.headObject("bkt", "docs/a.bin");
+    assert.equal(after.userMetadata.mode, String(S_IFREG | 0o600));
+    assert.equal(after.etag, head.etag, "chmod/utime keep the ETag");
+    const fh = await fs.open("/bkt/docs/a.bin", O_RDWR);
+    await fs.write(fh, 5, Buffer.from("changed"));
+    await fs.release(fh);
+    assert.notEqual((await t.store.headObject("bkt", "docs/a.bin")).etag, head.etag, "a content change changes it");
     await t.store.putObject("bkt", "docs/s3.txt", [Buffer.from("from s3")]);
     await t.store.putObject("bkt", "deep/er/x", [Buffer.from("implied dirs")]);
     assert.deepEqual(await names(fs, "/bkt/docs"), ["a.bin", "s3.txt"]);
@@ -63,6 +72,9 @@ test("files written through the view are objects, and objects are files", async 
     assert.deepEqual(await names(fs, "/"), ["bkt"]);
     assert.equal((await readFile(fs, "/bkt/docs/s3.txt")).toString(), "from s3");
     assert.equal((await fs.getattr("/bkt/deep/er")).mode & S_IFMT, S_IFDIR);
+    const implied = await fs.getattr("/bkt/deep/er");
+    assert.ok(Math.abs(implied.mtimeMs - (await t.store.headObject("bkt", "deep/er/x")).lastModified) < 1000, "an implied directory shows its first object's time, not 1970");
+    assert.ok((await fs.getattr("/")).mtimeMs > 1e12, "the root shows when the view started");
     assert.equal((await fs.getattr("/bkt/docs/s3.txt")).mode, S_IFREG | 0o644);
     const listed = await t.store.listObjects("bkt", { prefix: "docs/" });
     assert.deepEqual(listed.objects.map((o) => o.key), ["docs/", "docs/a.bin", "docs/s3.txt"], "mkdir made a marker object");
