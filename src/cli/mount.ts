@@ -46,7 +46,7 @@ export function registerMount(program: Command): void {
       const repo = await openOrCreate(dir, config.commitDelayMs, config.cacheBytes, logger);
       let mount;
       try {
-        const fs = new StowageFs(repo.store);
+        const fs = new StowageFs(repo.store, { lazyMetadata: true });
         mount = await mountFuse(fs, mountpoint, {
           ...(bucket === undefined ? {} : { bucket }),
           ...(opts.allowOther === true ? { allowOther: true } : {}),

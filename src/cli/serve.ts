@@ -85,18 +85,17 @@ export function registerServe(program: Command): void {
         if (creds.generated) note(`stowage: secret key ${creds.root.secretAccessKey}   (generated now; kept in ${dir}/credentials.json)`);
         else if (creds.source === "file") note(`stowage: secret key in ${dir}/credentials.json`);
         else note("stowage: secret key from STOWAGE_ROOT_SECRET_KEY");
-        // One StowageFs for the mount and WebDAV, so they share open files' unflushed writes.
-        const fs = new StowageFs(repo.store);
         if (opts.webdav !== undefined) {
           const port = opts.webdav === true ? 9001 : Number(opts.webdav);
           if (!Number.isInteger(port) || port < 0 || port > 65535) throw new StowageError("STOWAGE_INVALID_ARGUMENT", `--webdav takes a port number, not ${String(opts.webdav)}`);
-          dav = new WebDavServer({ fs, credentials: creds.ring, logger });
+          // WebDAV acknowledges like S3 (durable before the reply); the mount like a local file system.
+          dav = new WebDavServer({ fs: new StowageFs(repo.store), credentials: creds.ring, logger });
           const a = await dav.listen(port, config.address);
           const h = a.family === "IPv6" ? `[${a.address}]` : a.address;
           note(`stowage: WebDAV endpoint http://${h}:${a.port}/ (user: an access key id, password: its secret key)`);
         }
         if (opts.mount !== undefined) {
-          mount = await mountFuse(fs, opts.mount, {
+          mount = await mountFuse(new StowageFs(repo.store, { lazyMetadata: true }), opts.mount, {
             ...(opts.mountBucket === undefined ? {} : { bucket: opts.mountBucket }),
             onError: (err, op) => {
               if (err.code === "EIO") logger.error({ err: err.message, op }, "file-system operation failed");

@@ -16,7 +16,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import type { MetaReader, ObjectVersion, VersionHeader, ManifestEntry } from "../meta/types.js";
-import { composeObject, commitNamespace, type ComposeEdit, type NamespacePlan, type ObjectRef } from "../store/compose.js";
+import { composeObject, commitNamespace, waitJournal, type ComposeEdit, type ComposeOptions, type ComposeResult, type NamespacePlan, type NamespaceResult, type ObjectRef } from "../store/compose.js";
 import { readManifest } from "../store/read.js";
 import type { ObjectStore } from "../store/store.js";
 import { DirtyRanges } from "./dirty.js";
@@ -63,6 +63,17 @@ export interface StowageFsOptions {
   capacityBytes?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /**
+   * When a change is acknowledged. Default (false): every operation returns once it is durable as
+   * the bucket's policy says (the S3 contract; what WebDAV uses). True (the FUSE mount): data is
+   * still stored durably before a flush returns, but namespace and attribute changes (create,
+   * mkdir, unlink, rename, chmod, ...) return once committed to the local metadata store; their
+   * journal entries reach the cloud within about a second, and `fsync`, `flush`/`release` (close)
+   * and {@link StowageFs.syncMetadata} wait for every change made before them — the contract of a
+   * local file system, where a rename is durable after fsync, and what makes creating many small
+   * files fast.
+   */
+  lazyMetadata?: boolean;
 }
 
 export const O_ACCMODE = 3;
@@ -162,6 +173,9 @@ export class StowageFs {
   readonly #maxDirtyBytes: number;
   readonly #capacity: number;
   readonly #now: () => number;
+  readonly #lazy: boolean;
+  /** The highest journal index of a lazily acknowledged change (0: none). */
+  #pendingJournal = 0;
   /** When this view was made: the root directory's times. */
   readonly #started: number;
   /** Open files by path. */
@@ -183,9 +197,29 @@ export class StowageFs {
     this.#capacity = options.capacityBytes ?? 2 ** 50;
     this.#now = options.now ?? Date.now;
     this.#started = this.#now();
+    this.#lazy = options.lazyMetadata === true;
   }
 
   /** Runs an operation, turning store errors into errno-style FsErrors. */
+  #journalMode(): ComposeOptions["journal"] {
+    return this.#lazy ? { mode: "lazy", onEntry: (i) => (this.#pendingJournal = Math.max(this.#pendingJournal, i)) } : undefined;
+  }
+
+  #compose(bucket: string, key: string, edits: readonly ComposeEdit[], options: ComposeOptions = {}): Promise<ComposeResult> {
+    const journal = this.#journalMode();
+    return composeObject(this.store, bucket, key, edits, journal === undefined ? options : { ...options, journal });
+  }
+
+  #namespace(plan: Parameters<typeof commitNamespace>[1]): Promise<NamespaceResult> {
+    const journal = this.#journalMode();
+    return commitNamespace(this.store, plan, journal === undefined ? {} : { journal });
+  }
+
+  /** Waits until every change acknowledged so far is durable as the buckets' policies say (fsync of a directory). */
+  async syncMetadata(): Promise<void> {
+    if (this.#pendingJournal > 0) await waitJournal(this.store, this.#pendingJournal);
+  }
+
   async #op<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
@@ -357,7 +391,7 @@ export class StowageFs {
         await this.store.createBucket(p.bucket);
         return;
       }
-      await commitNamespace(this.store, async (tx, newId) => {
+      await this.#namespace(async (tx, newId) => {
         await this.#checkCreatable(tx, p);
         return { empties: [{ bucket: p.bucket!, key: p.key + "/", contentType: DIRECTORY_CONTENT_TYPE, userMetadata: this.#newAttrs(S_IFDIR | (mode & 0o7777), await newId()) }] };
       });
@@ -373,7 +407,7 @@ export class StowageFs {
         return;
       }
       const marker = p.key + "/";
-      await commitNamespace(this.store, async (tx) => {
+      await this.#namespace(async (tx) => {
         const e = await this.#entry(tx, p);
         if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
         if (e.kind !== "dir") throw new FsError("ENOTDIR", `${p.path} is not a directory`);
@@ -435,7 +469,7 @@ export class StowageFs {
 
   async #create(p: FsPath, flags: number, mode: number): Promise<number> {
     let existed = false;
-    const r = await composeObject(this.store, p.bucket!, p.key, [], {
+    const r = await this.#compose(p.bucket!, p.key, [], {
       check: async (tx, current) => {
         // Created meanwhile (by S3 or another handle): O_EXCL fails, otherwise it is opened.
         existed = current !== undefined;
@@ -539,7 +573,7 @@ export class StowageFs {
       const e = await this.#entry(this.store.meta, p);
       if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
       if (e.kind !== "file") throw new FsError(e.kind === "symlink" ? "EINVAL" : "EISDIR", `${p.path} is not a regular file`);
-      await composeObject(this.store, p.bucket!, p.key, [{ kind: "truncate", size }], { userMetadata: (m) => ({ ...m, [META_MTIME]: mtimeValue(this.#now()) }) });
+      await this.#compose(p.bucket!, p.key, [{ kind: "truncate", size }], { userMetadata: (m) => ({ ...m, [META_MTIME]: mtimeValue(this.#now()) }) });
     });
   }
 
@@ -569,7 +603,7 @@ export class StowageFs {
     const natural = Math.max(truncLow ?? f.base.size, dirty.end);
     if (size !== natural) edits.push({ kind: "truncate", size });
     try {
-      const r = await composeObject(this.store, f.bucket, f.path.key, edits, {
+      const r = await this.#compose(f.bucket, f.path.key, edits, {
         ...(md5 === undefined ? {} : { md5 }),
         userMetadata: async (m, newId) => {
           const out = { ...m };
@@ -599,12 +633,19 @@ export class StowageFs {
   }
 
   async fsync(fh: number): Promise<void> {
-    return this.#op("fsync", async () => this.#flush(this.#handle(fh).file));
+    return this.#op("fsync", async () => {
+      await this.#flush(this.#handle(fh).file);
+      await this.syncMetadata();
+    });
   }
 
   /** flush(2) of a handle (close of one descriptor): makes the writes visible, as release does. */
   async flush(fh: number): Promise<void> {
-    return this.fsync(fh);
+    return this.#op("flush", async () => {
+      const h = this.#handle(fh);
+      await this.#flush(h.file);
+      if ((h.flags & O_ACCMODE) !== O_RDONLY) await this.syncMetadata();
+    });
   }
 
   async release(fh: number): Promise<void> {
@@ -613,6 +654,8 @@ export class StowageFs {
       const f = h.file;
       try {
         await this.#flush(f);
+        // close of a descriptor that could write: what it did (its create too) is durable after it.
+        if ((h.flags & O_ACCMODE) !== O_RDONLY) await this.syncMetadata();
       } finally {
         this.#handles.delete(fh);
         f.handles--;
@@ -655,14 +698,14 @@ export class StowageFs {
       };
       if (e.kind === "dir") {
         if (e.marker !== undefined) {
-          await composeObject(this.store, p.bucket!, p.key + "/", [], { userMetadata: (m) => apply(m, S_IFDIR) });
+          await this.#compose(p.bucket!, p.key + "/", [], { userMetadata: (m) => apply(m, S_IFDIR) });
         } else {
           const base = { ...this.#newAttrs(S_IFDIR | this.#d.dirMode, hashIno(p.bucket!, p.key)) };
-          await commitNamespace(this.store, async () => ({ empties: [{ bucket: p.bucket!, key: p.key + "/", contentType: DIRECTORY_CONTENT_TYPE, userMetadata: apply(base, S_IFDIR) }] }));
+          await this.#namespace(async () => ({ empties: [{ bucket: p.bucket!, key: p.key + "/", contentType: DIRECTORY_CONTENT_TYPE, userMetadata: apply(base, S_IFDIR) }] }));
         }
         return;
       }
-      await composeObject(this.store, p.bucket!, p.key, [], {
+      await this.#compose(p.bucket!, p.key, [], {
         userMetadata: (m) => apply({ ...m, [META_INO]: m[META_INO] ?? String(hashIno(p.bucket!, p.key)) }, e.kind === "symlink" ? S_IFLNK : S_IFREG),
       });
     });
@@ -676,7 +719,7 @@ export class StowageFs {
       const p = parsePath(path);
       if (p.bucket === undefined || p.key === "") throw new FsError("EEXIST", `${p.path} exists`);
       if (target.length === 0) throw new FsError("ENOENT", "empty symlink target");
-      await composeObject(this.store, p.bucket, p.key, [{ kind: "write", offset: 0, data: [Buffer.from(target, "utf8")] }], {
+      await this.#compose(p.bucket, p.key, [{ kind: "write", offset: 0, data: [Buffer.from(target, "utf8")] }], {
         contentType: "application/octet-stream",
         check: async (tx) => this.#checkCreatable(tx, p),
         userMetadata: async (_m, newId) => this.#newAttrs(S_IFLNK | 0o777, await newId()),
@@ -705,7 +748,7 @@ export class StowageFs {
       if (p.bucket === undefined || p.key === "") throw new FsError("EISDIR", `${p.path} is a directory`);
       const f = this.#files.get(p.path);
       if (f !== undefined) await f.chain;
-      await commitNamespace(this.store, async (tx) => {
+      await this.#namespace(async (tx) => {
         const e = await this.#entry(tx, p);
         if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
         if (e.kind !== "file" && e.kind !== "symlink") throw new FsError("EISDIR", `${p.path} is a directory`);
@@ -735,7 +778,7 @@ export class StowageFs {
       // Make what open files hold visible first; they follow the rename.
       const affected = [...this.#files.values()].filter((f) => f.path.path === src.path || f.path.path.startsWith(src.path + "/") || f.path.path === dst.path);
       await Promise.all(affected.map((f) => this.#flush(f)));
-      await commitNamespace(this.store, async (tx) => {
+      await this.#namespace(async (tx) => {
         const s = await this.#entry(tx, src);
         if (s === undefined) throw new FsError("ENOENT", `${src.path} does not exist`);
         await this.#mustBeDir(tx, parentOf(dst));

@@ -392,7 +392,8 @@ class FuseSession {
         this.#dirs.delete(u64(a, 0));
         return this.#send(h, 0);
       case Op.FSYNCDIR:
-        return this.#send(h, 0);
+        // A directory's entries are durable once every change acknowledged before is.
+        return this.#run(h, "fsyncdir", async () => (await this.#fs.syncMetadata(), []));
       default:
         // xattrs, locks (the kernel keeps POSIX locks itself), fallocate, lseek, ioctl, poll, ...
         return this.#send(h, -ERRNO_ENOSYS);

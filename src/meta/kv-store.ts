@@ -1010,6 +1010,8 @@ export class KvMetadataStore implements MetadataStore {
   private readonly sequence: SequenceAllocator;
   /** The committed outbox sequence and size. */
   private outbox: OutboxState;
+  /** No outbox event below this number exists any more (listOutbox starts here). */
+  private outboxFloor = 0;
   /** The last journal index handed out (committed). */
   private journalLast: number;
 
@@ -1075,6 +1077,8 @@ export class KvMetadataStore implements MetadataStore {
         committed = true;
         if (tx.sequenceWritten !== undefined) this.sequence.persisted = Math.max(this.sequence.persisted, tx.sequenceWritten);
         if (tx.outboxTouched) this.outbox = { ...tx.outbox };
+        // Deleting the oldest events moves the floor listOutbox starts from past them.
+        while (tx.outboxDeleted.has(this.outboxFloor)) this.outboxFloor++;
         if (tx.journalTouched) this.journalLast = tx.journalLast;
         return result;
       } finally {
@@ -1210,7 +1214,9 @@ export class KvMetadataStore implements MetadataStore {
     if (!(limit > 0)) return out;
     const c = this.cursor(Buffer.of(F_OUTBOX));
     try {
-      for (c.seekToFirst(); c.valid() && out.length < limit; c.next()) {
+      // Start past the events known to be gone: the relay deletes from the front, and a scan from
+      // the first key would step over every deletion still in the tree (most of its cost).
+      for (c.seek(outboxKey(this.outboxFloor)); c.valid() && out.length < limit; c.next()) {
         const row = c.key();
         this.stats.rowsRead++;
         out.push(decodeOutboxEvent(outboxSeq(row), row, c.value()));
@@ -1218,6 +1224,9 @@ export class KvMetadataStore implements MetadataStore {
     } finally {
       c.close();
     }
+    // Events are numbered in commit order (transactions are serial), so none below the first seen appears later.
+    const first = out[0];
+    if (first !== undefined) this.outboxFloor = Math.max(this.outboxFloor, Number(first.id.slice("outbox-".length)));
     return out;
   }
 
@@ -1425,6 +1434,8 @@ class KvMetaTx implements MetaTx {
   readonly outbox: OutboxState;
   /** True once the transaction appended or deleted outbox events. */
   outboxTouched = false;
+  /** Outbox events this transaction deletes. */
+  readonly outboxDeleted = new Set<number>();
   /** The sequence counter value commitOps() recorded, if it did. */
   sequenceWritten: number | undefined;
   /** The last journal index as this transaction leaves it. */
@@ -1787,6 +1798,7 @@ class KvMetaTx implements MetaTx {
       const k = outboxKey(n);
       if (this.reads.rows.get(k) === undefined) continue;
       this.overlay.set(k, null);
+      this.outboxDeleted.add(n);
       this.outbox.count--;
       this.outboxTouched = true;
     }

@@ -233,14 +233,18 @@ export class Packer {
 
   /**
    * Resolves when every chunk added before this call is uploaded and committed; rejects as soon as
-   * one of the packs holding them fails (with that pack's error).
+   * one of the packs holding them fails (with that pack's error). `urgent`: do not wait
+   * `commitDelayMs` for more records unless a data writer is streaming.
    */
-  async flush(): Promise<void> {
+  async flush(options: { urgent?: boolean } = {}): Promise<void> {
     const groups = [...this.#unsettled];
     const open = this.#open;
     if (open.records.length > 0) {
       groups.push(open);
       this.#requestFlush(open);
+      // Someone waits for small records alone (the metadata journal at fsync/close): waiting
+      // `commitDelayMs` for company helps only while data writers are streaming.
+      if (options.urgent === true && this.#activeWriters === 0) open.fireNow?.();
     }
     if (groups.length === 0) return;
     // Fails fast: the first failed pack rejects the flush (the others carry on and commit).

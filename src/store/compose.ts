@@ -32,7 +32,7 @@ import type { BucketRecord, ManifestEntry, MetaReader, MetaTx, ObjectVersion, Ve
 import type { IngestResult } from "./ingest.js";
 import { readManifest } from "./read.js";
 import { checkBucketName, checkObjectKey } from "./names.js";
-import { EMPTY_MD5, sliceManifest, type ComposeHooks, type ObjectStore } from "./store.js";
+import { EMPTY_MD5, sliceManifest, type ComposeHooks, type JournalMode, type ObjectStore } from "./store.js";
 
 export type ComposeEdit =
   /** Writes `data` (its pieces in order) at `offset`; a gap past the end is zero-filled. */
@@ -58,6 +58,17 @@ export interface ComposeOptions {
    * delete marker) before anything is written; throwing aborts the operation (nothing committed).
    */
   check?: (tx: MetaReader, current: ObjectVersion | undefined) => Promise<void>;
+  /**
+   * When the change is acknowledged: default once its journal entry is durable in the cloud tier;
+   * `lazy` at once (the data itself is durable either way), with the entry's index reported so the
+   * caller can wait for it later ({@link waitJournal}, e.g. at fsync).
+   */
+  journal?: JournalMode;
+}
+
+/** Resolves once every journal entry up to `index` is durable in the cloud tier. */
+export function waitJournal(store: ObjectStore, index: number): Promise<void> {
+  return store.composeHooks().waitJournal(index);
 }
 
 export interface ComposeResult {
@@ -355,7 +366,7 @@ export async function composeObject(store: ObjectStore, bucket: string, key: str
       const version = await h.writeVersion(tx, bt, key, fields, { ingestedBytes });
       const { manifest: _m, ...header } = version;
       return { version: header, manifest, ingestedBytes, newBytes, entries: manifest.length };
-    });
+    }, options.journal);
   });
 }
 
@@ -404,7 +415,11 @@ export interface NamespaceResult {
  * then moves, then empty objects. All of it commits together or not at all, so S3 listings see
  * the namespace before or after, never between. Cost: a few metadata rows per object moved, no data.
  */
-export async function commitNamespace(store: ObjectStore, plan: (tx: MetaReader, newId: () => Promise<number>) => Promise<NamespacePlan>): Promise<NamespaceResult> {
+export async function commitNamespace(
+  store: ObjectStore,
+  plan: (tx: MetaReader, newId: () => Promise<number>) => Promise<NamespacePlan>,
+  options: { journal?: JournalMode } = {},
+): Promise<NamespaceResult> {
   const h = store.composeHooks();
   h.check();
   return h.shared(() =>
@@ -443,6 +458,6 @@ export async function commitNamespace(store: ObjectStore, plan: (tx: MetaReader,
         result.created++;
       }
       return result;
-    }),
+    }, options.journal),
   );
 }

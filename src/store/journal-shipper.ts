@@ -182,7 +182,7 @@ export class JournalShipper {
   }
 
   #flushSoon(): void {
-    void this.#chain.then(() => this.#packer.flush()).catch(() => undefined);
+    void this.#chain.then(() => this.#packer.flush({ urgent: true })).catch(() => undefined);
   }
 
   /**

@@ -332,6 +332,13 @@ export function sliceManifest(manifest: readonly ManifestEntry[], span: ByteSpan
 /** The fields of a version that {@link ComposeHooks.writeVersion} takes (it assigns sequence, version id, time). */
 export type ComposedVersion = Omit<ObjectVersion, "bucket" | "key" | "versionId" | "sequence" | "lastModified" | "deleteMarker">;
 
+/**
+ * @internal How a transaction's journal entry is acknowledged: `"wait"` once it (and every entry
+ * before it) is durable in the cloud tier; `"lazy"` at once, reporting the entry's index to
+ * `onEntry` (the caller waits later, e.g. at fsync, with {@link ComposeHooks.waitJournal}).
+ */
+export type JournalMode = { mode: "wait" } | { mode: "lazy"; onEntry: (index: number) => void };
+
 /** @internal The store's write-path steps, for src/store/compose.ts only. */
 export interface ComposeHooks {
   /** Throws when the store is closed. */
@@ -347,7 +354,9 @@ export interface ComposeHooks {
    * manifest it commits (the transaction is re-run after re-storing write-back-only chunks in the
    * cloud for cloud-policy buckets). Caller holds the lock.
    */
-  commit<T>(fn: (tx: MetaTx, needsCloud: (b: BucketRecord, manifest: readonly ManifestEntry[]) => Promise<void>) => Promise<T>): Promise<T>;
+  commit<T>(fn: (tx: MetaTx, needsCloud: (b: BucketRecord, manifest: readonly ManifestEntry[]) => Promise<void>) => Promise<T>, journal?: JournalMode): Promise<T>;
+  /** Resolves once every journal entry up to `index` is durable in the cloud tier (at once without a journal). */
+  waitJournal(index: number): Promise<void>;
   /** The bucket's record in `tx`, or STOWAGE_NO_SUCH_BUCKET. */
   bucketIn(tx: MetaTx, name: string): Promise<BucketRecord>;
   /** Writes a new current version of `key` (S3's versioning rules, references, `object-created`). */
@@ -580,7 +589,7 @@ export class ObjectStore {
    * intent is already durable, writes to `local` buckets). If the transaction fails, its `intents`
    * are cancelled by an entry of their own, so recovery does not apply them.
    */
-  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>, options: { journal?: "wait" | "lazy"; intents?: readonly string[] } = {}): Promise<T> {
+  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>, options: { journal?: "wait" | "lazy"; intents?: readonly string[]; onEntry?: (index: number) => void } = {}): Promise<T> {
     const before = this.#eventsAppended;
     let entry: { index: number; plain: Buffer } | undefined;
     const intents = options.intents ?? [];
@@ -606,6 +615,7 @@ export class ObjectStore {
       if (entry !== undefined) {
         const wait = options.journal !== "lazy";
         this.#shipper!.ship(entry.index, entry.plain, wait);
+        options.onEntry?.(entry.index);
         if (wait) await this.#shipper!.waitDurable(entry.index);
       }
       if (this.#eventsAppended !== before) {
@@ -901,7 +911,11 @@ export class ObjectStore {
    * the transaction is abandoned, those chunks are stored again in cloud packs, and it runs again.
    * Caller holds the shared lock.
    */
-  async #commitReferences<T>(fn: (tx: MetaTx, needsCloud: (b: BucketRecord, manifest: readonly ManifestEntry[]) => Promise<void>) => Promise<T>): Promise<T> {
+  async #commitReferences<T>(
+    fn: (tx: MetaTx, needsCloud: (b: BucketRecord, manifest: readonly ManifestEntry[]) => Promise<void>) => Promise<T>,
+    journal: JournalMode = { mode: "wait" },
+  ): Promise<T> {
+    const txOptions = journal.mode === "lazy" ? { journal: "lazy" as const, onEntry: journal.onEntry } : {};
     for (let attempt = 1; ; attempt++) {
       const missing: Buffer[] = [];
       try {
@@ -913,7 +927,7 @@ export class ObjectStore {
           });
           if (missing.length > 0) throw new NeedsCloudCopy(missing);
           return result;
-        });
+        }, txOptions);
       } catch (err) {
         if (!(err instanceof NeedsCloudCopy)) throw err;
         if (attempt >= MAX_CLOUD_COPY_ATTEMPTS) {
@@ -1153,7 +1167,8 @@ export class ObjectStore {
       shared: (fn) => this.lock.shared(fn),
       ingest: (b, source) => this.#ingest(b, source, { maxSize: Number.MAX_SAFE_INTEGER }),
       durable: (b, result) => this.#durable(b, result),
-      commit: (fn) => this.#commitReferences(fn),
+      commit: (fn, journal) => this.#commitReferences(fn, journal),
+      waitJournal: (index) => (this.#shipper === undefined ? Promise.resolve() : this.#shipper.waitDurable(index)),
       bucketIn: (tx, name) => this.#bucketIn(tx, name),
       writeVersion: async (tx, b, key, fields, counters) => {
         const sequence = await tx.nextSequence();

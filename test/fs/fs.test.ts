@@ -9,6 +9,8 @@ import { StowageFs, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRON
 import { isFsError, type Errno } from "../../src/fs/errors.js";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../src/fs/names.js";
 import { collectGarbage } from "../../src/store/gc.js";
+import { MemoryBackend } from "../../src/backend/memory.js";
+import type { BlobBackend } from "../../src/backend/backend.js";
 import { assertClean, bytes, makeStore, readAll, type TestStore } from "../store/helpers.js";
 
 async function withFs(fn: (fs: StowageFs, t: TestStore) => Promise<void>, options: ConstructorParameters<typeof StowageFs>[1] = {}): Promise<void> {
@@ -332,4 +334,82 @@ test("write buffering stays bounded across files", async () => {
     },
     { maxDirtyBytes: 60_000, maxDirtyPerFile: 1 << 30 },
   );
+});
+
+test("lazyMetadata (the mount's mode): namespace changes return before their journal entry reaches the bucket; close, fsync and syncMetadata wait for it", async () => {
+  const mem = new MemoryBackend();
+  let open = true;
+  let release: () => void = () => undefined;
+  let gate = Promise.resolve();
+  const puts: string[] = [];
+  const backend: BlobBackend = {
+    put: async (key, body) => {
+      await gate;
+      puts.push(key);
+      return mem.put(key, body);
+    },
+    get: (key, range) => mem.get(key, range),
+    head: (key) => mem.head(key),
+    list: (prefix) => mem.list(prefix),
+    delete: (key) => mem.delete(key),
+    close: () => mem.close(),
+    location: "memory (gated)",
+  };
+  const shut = (): void => {
+    open = false;
+    gate = new Promise((r) => (release = r));
+  };
+  const reopen = (): void => {
+    open = true;
+    release();
+  };
+  const t = await makeStore({ backend, journal: true });
+  try {
+    await t.store.createBucket("bkt");
+    const settled = async (p: Promise<unknown>): Promise<boolean> => {
+      let done = false;
+      void p.then(
+        () => (done = true),
+        () => (done = true),
+      );
+      await new Promise((r) => setTimeout(r, 150));
+      return done;
+    };
+    // The S3 contract (default): a mkdir is acknowledged only once its entry is in the bucket.
+    const strict = new StowageFs(t.store);
+    shut();
+    const m = strict.mkdir("/bkt/strict");
+    assert.equal(await settled(m), false, "a strict mkdir waits for the bucket");
+    reopen();
+    await m;
+
+    const fs = new StowageFs(t.store, { lazyMetadata: true });
+    shut();
+    await fs.mkdir("/bkt/d"); // returns with the bucket unreachable
+    const fh = await fs.create("/bkt/d/f");
+    await fs.rename("/bkt/d", "/bkt/e");
+    await fs.setattr("/bkt/e", { mode: 0o700 });
+    assert.equal(open, false);
+    const closing = fs.release(fh);
+    assert.equal(await settled(closing), false, "close (no data of its own) waits until the changes before it are durable");
+    const syncing = fs.syncMetadata();
+    assert.equal(await settled(syncing), false);
+    const before = puts.length;
+    reopen();
+    await closing;
+    await syncing;
+    assert.ok(puts.length > before, "the journal entries went to the bucket");
+    assert.equal((await t.store.headObject("bkt", "e/f")).size, 0);
+    assert.equal((await fs.getattr("/bkt/e")).mode & 0o777, 0o700);
+    // A read-only close does not wait.
+    shut();
+    await fs.mkdir("/bkt/later");
+    const ro = await fs.open("/bkt/e/f", O_RDONLY);
+    assert.equal(await settled(fs.release(ro)), true, "a read-only close returns at once");
+    reopen();
+    await fs.syncMetadata();
+  } finally {
+    reopen();
+    await t.close();
+  }
 });

@@ -69,6 +69,36 @@ test("outbox: ids strictly increasing and never reused (also across reopen and a
   await store.close();
 });
 
+test("outbox: randomized appends and deletes (from the front, the middle, the back) against a model; listOutbox returns exactly the live events, oldest first", async () => {
+  const store = await open(newDir());
+  let seed = 12345;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const live: string[] = [];
+  try {
+    for (let round = 0; round < 200; round++) {
+      const op = rnd(4);
+      if (op <= 1 || live.length === 0) {
+        const ids = await store.transaction(async (tx) => Array.from({ length: 1 + rnd(5) }, (_, i) => tx.appendEvent(ev(round * 10 + i))));
+        live.push(...ids);
+      } else {
+        // What the relay does (the oldest ones), or anything else.
+        const pick = op === 2 ? live.slice(0, 1 + rnd(live.length)) : live.filter(() => rnd(3) === 0);
+        await store.transaction(async (tx) => tx.deleteOutbox(pick));
+        for (const id of pick) live.splice(live.indexOf(id), 1);
+      }
+      const listed = (await store.listOutbox(1000)).map((e) => e.id);
+      assert.deepEqual(listed, live, `round ${round}`);
+      if (live.length > 2) assert.deepEqual((await store.listOutbox(2)).map((e) => e.id), live.slice(0, 2));
+      assert.equal(await store.outboxSize(), live.length);
+    }
+  } finally {
+    await store.close();
+  }
+});
+
 test("outbox: bad events and ids are refused with STOWAGE_INVALID_ARGUMENT; a transaction's append and delete in one batch", async () => {
   const store = await open(newDir());
   const invalid = (err: unknown): boolean => isStowageError(err, "STOWAGE_INVALID_ARGUMENT");
