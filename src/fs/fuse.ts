@@ -18,7 +18,7 @@
  */
 import { spawn } from "node:child_process";
 import { closeSync, openSync, read, writevSync } from "node:fs";
-import { realpath, stat } from "node:fs/promises";
+import { realpath, stat, writeFile } from "node:fs/promises";
 import { StowageError } from "../errors.js";
 import { FsError, toFsError } from "./errors.js";
 import { O_CREAT, type StowageFs, type DirEntry, type SetAttr } from "./fs.js";
@@ -516,6 +516,14 @@ function mountError(message: string, cause?: unknown): StowageError {
   return new StowageError("STOWAGE_MOUNT", message, cause === undefined ? {} : { cause });
 }
 
+/** Aborts a FUSE connection through the fusectl file system (mounted first when it is not). */
+async function abortConnection(connection: number): Promise<void> {
+  const dir = "/sys/fs/fuse/connections";
+  const abort = `${dir}/${connection}/abort`;
+  if (!(await stat(abort).then(() => true, () => false))) await run("mount", ["-t", "fusectl", "none", dir]).catch(() => undefined);
+  await writeFile(abort, "1").catch(() => undefined);
+}
+
 /** Mounts `fs` at `mountpoint` (an existing directory). Needs root; see the file comment. */
 export async function mountFuse(fs: StowageFs, mountpoint: string, options: FuseMountOptions = {}): Promise<FuseMount> {
   if (process.platform !== "linux") throw mountError(`FUSE mounts need Linux (this is ${process.platform}); use WebDAV instead (docs/FS.md)`);
@@ -558,6 +566,9 @@ export async function mountFuse(fs: StowageFs, mountpoint: string, options: Fuse
     throw mountError(`cannot mount at ${where}: ${result.stderr || `mount exited with ${result.code}`}${uid !== 0 ? " (mounting needs root)" : ""}`);
   }
   session.start();
+  // The connection's number under /sys/fs/fuse/connections is the mount's device minor.
+  const dev = (await stat(where)).dev;
+  const connection = (dev & 0xff) | ((dev >>> 12) & ~0xff);
   let unmounting: Promise<void> | undefined;
   return {
     mountpoint: where,
@@ -566,7 +577,12 @@ export async function mountFuse(fs: StowageFs, mountpoint: string, options: Fuse
       unmounting ??= (async () => {
         await fs.flushAll();
         let r = await run("umount", [where]);
-        if (r.code !== 0) r = await run("umount", ["-l", where]);
+        if (r.code !== 0) {
+          // Busy (a process has a file or its working directory there): detach it, then end the
+          // connection, or it lives on until the last user leaves (they see ENOTCONN from now on).
+          r = await run("umount", ["-l", where]);
+          if (r.code === 0) await abortConnection(connection);
+        }
         if (r.code !== 0 && !/not mounted/.test(r.stderr)) throw mountError(`cannot unmount ${where}: ${r.stderr}`);
         await session.closed;
       })();

@@ -302,6 +302,12 @@ test("S3 and the mount see each other: put shows up as a file, a file as an obje
   try {
     assert.equal(Number(statSync(join(w.mnt, "clips/b.txt")).ino), ino, "inode number kept across a remount");
     assert.deepEqual(readdirSync(join(w.mnt, "clips")).sort(), ["a.mov", "b.txt"]);
+    // A process working inside the mount does not keep SIGTERM from unmounting (lazily) and exiting.
+    const busy = spawn("sleep", ["30"], { cwd: join(w.mnt, "clips"), stdio: "ignore" });
+    t.after(() => busy.kill("SIGKILL"));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await gw.stop(), 0, gw.stderr());
+    assert.equal(mounted(w.mnt), false, "unmounted although busy");
   } finally {
     await gw.stop();
   }
