@@ -112,3 +112,33 @@ export async function withRepo<T>(dataFlag: string | undefined, fn: (repo: Repos
     await repo.close();
   }
 }
+
+/** One step of a shutdown: a name for the log and what to do (undefined: nothing to do). */
+export type StopStep = readonly [name: string, run: () => Promise<unknown> | undefined];
+
+/**
+ * Waits for SIGINT or SIGTERM (or `ended`, e.g. a mount someone else unmounted), then runs the
+ * `steps` in order; a failing step is logged and the rest still run. Resolves when all ran.
+ */
+export function runUntilStopped(logger: { info(o: object, m: string): void; info(m: string): void; error(o: object, m: string): void }, steps: readonly StopStep[], ended?: Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolveDone) => {
+    let stopping = false;
+    const stop = async (reason: string): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ reason }, "stopping");
+      for (const [name, run] of steps) {
+        try {
+          await run();
+        } catch (err) {
+          logger.error({ err: err instanceof Error ? err.message : String(err), step: name }, `${name} failed`);
+        }
+      }
+      logger.info("stopped");
+      resolveDone();
+    };
+    process.once("SIGINT", () => void stop("SIGINT"));
+    process.once("SIGTERM", () => void stop("SIGTERM"));
+    void ended?.then(() => stop("ended"));
+  });
+}

@@ -11,7 +11,7 @@ import { StowageFs } from "../fs/fs.js";
 import { mountFuse } from "../fs/fuse.js";
 import { StowageError } from "../errors.js";
 import { resolveServeConfig } from "../server/config.js";
-import { dataDir } from "./context.js";
+import { dataDir, runUntilStopped } from "./context.js";
 import { openOrCreate } from "./serve.js";
 
 interface MountFlags {
@@ -63,23 +63,7 @@ export function registerMount(program: Command): void {
       }
       process.stderr.write(`stowage: mounted ${bucket ?? "all buckets"} at ${mount.mountpoint}\n`);
       const m = mount;
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (signal: string): void => {
-          if (stopping) return;
-          stopping = true;
-          logger.info({ signal }, "unmounting");
-          void m
-            .unmount()
-            .catch((err: unknown) => logger.error({ err: String(err) }, "unmount failed"))
-            .then(() => repo.close())
-            .then(() => {
-              logger.info("stopped");
-              resolve();
-            });
-        };
-        process.once("SIGINT", () => stop("SIGINT"));
-        process.once("SIGTERM", () => stop("SIGTERM"));
-      });
+      // Also ends when someone else unmounts it (umount, fusermount -u).
+      await runUntilStopped(logger, [["unmount", () => m.unmount()], ["close", () => repo.close()]], m.closed);
     });
 }

@@ -16,7 +16,7 @@ import { StowageError } from "../errors.js";
 import { StowageFs } from "../fs/fs.js";
 import { mountFuse, type FuseMount } from "../fs/fuse.js";
 import { WebDavServer } from "../server/webdav/server.js";
-import { dataDir, PASSPHRASE_ENV } from "./context.js";
+import { dataDir, PASSPHRASE_ENV, runUntilStopped } from "./context.js";
 
 function note(line: string): void {
   process.stderr.write(line + "\n");
@@ -112,26 +112,12 @@ export function registerServe(program: Command): void {
         await repo.close();
         throw err;
       }
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (signal: string): void => {
-          if (stopping) return;
-          stopping = true;
-          logger.info({ signal }, "draining");
-          void (mount === undefined ? Promise.resolve() : mount.unmount())
-            .catch((err: unknown) => logger.error({ err: String(err) }, "unmount failed"))
-            .then(() => dav?.close())
-            .then(() => server?.close())
-            .catch((err: unknown) => logger.error({ err: String(err) }, "close failed"))
-            .then(() => repo.close())
-            .then(() => {
-              logger.info("stopped");
-              resolve();
-            });
-        };
-        process.once("SIGINT", () => stop("SIGINT"));
-        process.once("SIGTERM", () => stop("SIGTERM"));
-      });
+      await runUntilStopped(logger, [
+        ["unmount", () => mount?.unmount()],
+        ["webdav close", () => dav?.close()],
+        ["s3 close", () => server?.close()],
+        ["close", () => repo.close()],
+      ]);
     });
 
   const keys = program.command("keys").description("S3 access keys kept in the data directory");

@@ -448,3 +448,25 @@ test("randomized: the same writes, truncates, renames and unlinks on the mount a
     assert.equal(await gw.stop(), 0, gw.stderr());
   }
 });
+
+test("stowage mount alone: serves the mount until someone runs umount, then closes the store and exits 0", { skip }, async (t) => {
+  const w = workspace(t);
+  const child = spawn(process.execPath, [BIN, "mount", "--data", w.data, "--log-level", "warn", w.mnt], { env: env(), stdio: ["ignore", "ignore", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let err = "";
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on("data", (b: Buffer) => {
+      err += b.toString();
+      if (/stowage: mounted all buckets at /.test(err)) resolve();
+    });
+    void exited.then((code) => reject(new Error(`mount exited ${code}: ${err}`)));
+  });
+  mkdirSync(join(w.mnt, "solo"));
+  writeFileSync(join(w.mnt, "solo/f.txt"), "alone");
+  assert.equal(spawnSync("umount", [w.mnt]).status, 0);
+  assert.equal(await exited, 0, err);
+  // The store was closed cleanly: the repository opens and holds the file.
+  const ls = spawnSync(process.execPath, [BIN, "ls", "--data", w.data, "solo"], { env: env(), encoding: "utf8" });
+  assert.equal(ls.status, 0, ls.stderr);
+  assert.match(ls.stdout, /f\.txt/);
+});
