@@ -24,6 +24,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-fs-tools: apt-get install ${missing[*]} failed" >&2
 fi
 
+# pjdfstest, the POSIX file-system conformance suite (its Rust rewrite, crate 0.2.2 from crates.io),
+# built into .tmp/pjdfstest (never committed) for test/fs/pjdfstest.test.ts. Optional: without cargo
+# the test skips with a message.
+PJD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tmp/pjdfstest"
+if [ ! -x "$PJD_ROOT/bin/pjdfstest" ] && command -v cargo >/dev/null 2>&1; then
+  echo "install-fs-tools: building pjdfstest 0.2.2 with cargo (a few minutes)" >&2
+  cargo install --locked pjdfstest --version 0.2.2 --root "$PJD_ROOT" >/dev/null 2>&1 ||
+    echo "install-fs-tools: cargo install pjdfstest failed (test/fs/pjdfstest.test.ts will skip)" >&2
+fi
+if [ -x "$PJD_ROOT/bin/pjdfstest" ]; then echo "pjdfstest: $("$PJD_ROOT/bin/pjdfstest" --version 2>&1)"; else echo "pjdfstest: not built (optional)"; fi
+
 status=0
 for cmd in rsync sqlite3 git tar mount umount; do
   if command -v "$cmd" >/dev/null 2>&1; then echo "$cmd: $("$cmd" --version 2>&1 | head -n1)"; else echo "$cmd: missing"; status=1; fi

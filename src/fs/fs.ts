@@ -102,6 +102,12 @@ export interface StatFs {
   namemax: number;
 }
 
+/** Who a new entry belongs to. */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
 export interface SetAttr {
   mode?: number;
   uid?: number;
@@ -360,8 +366,14 @@ export class StowageFs {
   // Directories
 
   /** A new entry's attributes, as user metadata. */
-  #newAttrs(mode: number, ino: number): Record<string, string> {
-    return { [META_MODE]: String(mode), [META_UID]: String(this.#d.uid), [META_GID]: String(this.#d.gid), [META_MTIME]: mtimeValue(this.#now()), [META_INO]: String(ino) };
+  #newAttrs(mode: number, ino: number, owner?: Owner): Record<string, string> {
+    return {
+      [META_MODE]: String(mode),
+      [META_UID]: String(owner?.uid ?? this.#d.uid),
+      [META_GID]: String(owner?.gid ?? this.#d.gid),
+      [META_MTIME]: mtimeValue(this.#now()),
+      [META_INO]: String(ino),
+    };
   }
 
   /** Checks that `p` can be created: its parent is a directory and nothing has its name. */
@@ -382,7 +394,8 @@ export class StowageFs {
     return [{ bucket: parent.bucket, key: parent.key + "/", contentType: DIRECTORY_CONTENT_TYPE, userMetadata: { ...this.#newAttrs(S_IFDIR | this.#d.dirMode, hashIno(parent.bucket, parent.key)) } }];
   }
 
-  async mkdir(path: string, mode = 0o755): Promise<void> {
+  /** mkdir(2); `owner` of the new directory defaults to the view's (the FUSE front end passes the caller's). */
+  async mkdir(path: string, mode = 0o755, owner?: Owner): Promise<void> {
     return this.#op(`mkdir ${path}`, async () => {
       const p = parsePath(path);
       if (p.bucket === undefined) throw new FsError("EEXIST", "/ exists");
@@ -393,7 +406,7 @@ export class StowageFs {
       }
       await this.#namespace(async (tx, newId) => {
         await this.#checkCreatable(tx, p);
-        return { empties: [{ bucket: p.bucket!, key: p.key + "/", contentType: DIRECTORY_CONTENT_TYPE, userMetadata: this.#newAttrs(S_IFDIR | (mode & 0o7777), await newId()) }] };
+        return { empties: [{ bucket: p.bucket!, key: p.key + "/", contentType: DIRECTORY_CONTENT_TYPE, userMetadata: this.#newAttrs(S_IFDIR | (mode & 0o7777), await newId(), owner) }] };
       });
     });
   }
@@ -447,12 +460,12 @@ export class StowageFs {
   }
 
   /** Opens (or with O_CREAT creates) a regular file; returns a handle. */
-  async open(path: string, flags = O_RDONLY, mode = 0o644): Promise<number> {
+  async open(path: string, flags = O_RDONLY, mode = 0o644, owner?: Owner): Promise<number> {
     return this.#op(`open ${path}`, async () => {
       const p = parsePath(path);
       if (p.bucket === undefined || p.key === "") throw new FsError("EISDIR", `${p.path} is a directory`);
       const e = await this.#entry(this.store.meta, p);
-      if (e === undefined && (flags & O_CREAT) !== 0) return this.#create(p, flags, mode);
+      if (e === undefined && (flags & O_CREAT) !== 0) return this.#create(p, flags, mode, owner);
       if (e !== undefined && (flags & O_CREAT) !== 0 && (flags & O_EXCL) !== 0) throw new FsError("EEXIST", `${p.path} exists`);
       if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
       if (e.kind !== "file" && e.kind !== "symlink") throw new FsError("EISDIR", `${p.path} is a directory`);
@@ -463,11 +476,11 @@ export class StowageFs {
   }
 
   /** create(2): O_CREAT | O_WRONLY | O_TRUNC, plus `flags`. */
-  create(path: string, mode = 0o644, flags = O_RDWR): Promise<number> {
-    return this.open(path, flags | O_CREAT | O_TRUNC, mode);
+  create(path: string, mode = 0o644, flags = O_RDWR, owner?: Owner): Promise<number> {
+    return this.open(path, flags | O_CREAT | O_TRUNC, mode, owner);
   }
 
-  async #create(p: FsPath, flags: number, mode: number): Promise<number> {
+  async #create(p: FsPath, flags: number, mode: number, owner: Owner | undefined): Promise<number> {
     let existed = false;
     const r = await this.#compose(p.bucket!, p.key, [], {
       check: async (tx, current) => {
@@ -479,7 +492,7 @@ export class StowageFs {
         }
         await this.#checkCreatable(tx, p);
       },
-      userMetadata: async (cur, newId) => (existed ? cur : this.#newAttrs(S_IFREG | (mode & 0o7777), await newId())),
+      userMetadata: async (cur, newId) => (existed ? cur : this.#newAttrs(S_IFREG | (mode & 0o7777), await newId(), owner)),
     });
     return this.#register(p, { size: r.version.size, manifest: r.manifest }, flags);
   }
@@ -714,7 +727,7 @@ export class StowageFs {
   // ------------------------------------------------------------------------------------------
   // Symlinks
 
-  async symlink(target: string, path: string): Promise<void> {
+  async symlink(target: string, path: string, owner?: Owner): Promise<void> {
     return this.#op(`symlink ${path}`, async () => {
       const p = parsePath(path);
       if (p.bucket === undefined || p.key === "") throw new FsError("EEXIST", `${p.path} exists`);
@@ -722,7 +735,7 @@ export class StowageFs {
       await this.#compose(p.bucket, p.key, [{ kind: "write", offset: 0, data: [Buffer.from(target, "utf8")] }], {
         contentType: "application/octet-stream",
         check: async (tx) => this.#checkCreatable(tx, p),
-        userMetadata: async (_m, newId) => this.#newAttrs(S_IFLNK | 0o777, await newId()),
+        userMetadata: async (_m, newId) => this.#newAttrs(S_IFLNK | 0o777, await newId(), owner),
       });
     });
   }

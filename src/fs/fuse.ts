@@ -21,7 +21,7 @@ import { closeSync, openSync, read, writevSync } from "node:fs";
 import { realpath, stat, writeFile } from "node:fs/promises";
 import { StowageError } from "../errors.js";
 import { FsError, toFsError } from "./errors.js";
-import { O_CREAT, type StowageFs, type DirEntry, type SetAttr } from "./fs.js";
+import { O_CREAT, type StowageFs, type DirEntry, type Owner, type SetAttr } from "./fs.js";
 import {
   DT_DIR,
   DT_LNK,
@@ -102,6 +102,11 @@ function attrOf(s: Stat): Attr {
     gid: s.gid,
     blksize: s.blksize,
   };
+}
+
+/** New entries belong to the process that makes them (as on any local file system). */
+function owner(h: InHeader): Owner {
+  return { uid: h.uid, gid: h.gid };
 }
 
 function direntType(e: DirEntry): number {
@@ -298,7 +303,7 @@ class FuseSession {
         const [name, target] = cstrings(a, 0, 2);
         return this.#run(h, "symlink", async () => {
           const parent = this.#node(h.nodeid);
-          await this.#fs.symlink(target!, this.#childPath(parent, name!));
+          await this.#fs.symlink(target!, this.#childPath(parent, name!), owner(h));
           return this.#entry(parent, name!);
         });
       }
@@ -308,7 +313,7 @@ class FuseSession {
         return this.#run(h, "mknod", async () => {
           if ((mode & S_IFMT) !== S_IFREG) throw new FsError("EPERM", `${name}: only regular files can be made with mknod`);
           const parent = this.#node(h.nodeid);
-          await this.#fs.release(await this.#fs.open(this.#childPath(parent, name!), O_CREAT, mode & 0o7777));
+          await this.#fs.release(await this.#fs.open(this.#childPath(parent, name!), O_CREAT, mode & 0o7777, owner(h)));
           return this.#entry(parent, name!);
         });
       }
@@ -317,7 +322,7 @@ class FuseSession {
         const [name] = cstrings(a, 8, 1);
         return this.#run(h, "mkdir", async () => {
           const parent = this.#node(h.nodeid);
-          await this.#fs.mkdir(this.#childPath(parent, name!), mode & 0o7777);
+          await this.#fs.mkdir(this.#childPath(parent, name!), mode & 0o7777, owner(h));
           return this.#entry(parent, name!);
         });
       }
@@ -352,7 +357,7 @@ class FuseSession {
         const [name] = cstrings(a, 16, 1);
         return this.#run(h, "create", async () => {
           const parent = this.#node(h.nodeid);
-          const fh = await this.#fs.open(this.#childPath(parent, name!), flags | O_CREAT, mode & 0o7777);
+          const fh = await this.#fs.open(this.#childPath(parent, name!), flags | O_CREAT, mode & 0o7777, owner(h));
           try {
             const [entry] = await this.#entry(parent, name!);
             return [entry!, openOut(fh, 0)];

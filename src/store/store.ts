@@ -162,6 +162,8 @@ export interface PutResult {
   versionId: string;
   etag: string;
   size: number;
+  /** The version's last-modified time (ms), when the operation reports it (copyObject). */
+  lastModified?: number;
 }
 
 /** An S3 byte range: `bytes=start-end` (end inclusive, optional) or `bytes=-suffix`. */
@@ -1458,7 +1460,7 @@ export class ObjectStore {
         await this.#commitVersion(tx, b, version);
         tx.addCounters({ plainPuts: 1 });
         this.#emitCreated(tx, version);
-        return { bucket: dstBucket, key: dstKey, versionId: version.versionId, etag: version.etag, size: version.size };
+        return { bucket: dstBucket, key: dstKey, versionId: version.versionId, etag: version.etag, size: version.size, lastModified: version.lastModified };
       }),
     );
   }

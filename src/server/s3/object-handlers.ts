@@ -204,8 +204,10 @@ async function copyObject(r: S3Request): Promise<void> {
   const headers: Record<string, string> = {};
   if (result.versionId !== "null") headers["x-amz-version-id"] = result.versionId;
   if (src.versionId !== "null") headers["x-amz-copy-source-version-id"] = src.versionId;
-  const dst = await r.store.headObject(r.bucket!, r.key!, { versionId: result.versionId });
-  sendXml(r, 200, "CopyObjectResult", { LastModified: isoDate(dst.lastModified), ETag: quoteEtag(result.etag) }, headers);
+  // From the copy itself: reading the new version back could race with a delete or put that
+  // followed it, failing a copy that succeeded.
+  const lastModified = result.lastModified ?? (await r.store.headObject(r.bucket!, r.key!, { versionId: result.versionId })).lastModified;
+  sendXml(r, 200, "CopyObjectResult", { LastModified: isoDate(lastModified), ETag: quoteEtag(result.etag) }, headers);
 }
 
 async function deleteObject(r: S3Request): Promise<void> {
