@@ -269,6 +269,7 @@ class FuseSession {
   // ------------------------------------------------------------------------------------------
   // Requests
 
+  /** Parses one request; its handler must read everything it needs from `b` before its first await (the buffer is reused). */
   #dispatch(b: Buffer): void {
     const h = readInHeader(b);
     const a = b.subarray(IN_HEADER_SIZE, h.len);
@@ -435,20 +436,22 @@ class FuseSession {
   }
 
   async #setattr(h: InHeader, a: Buffer): Promise<Buffer[]> {
+    // Every field is read before the first await: `a` is the shared read buffer, which the next
+    // request overwrites as soon as this one yields.
     const valid = a.readUInt32LE(0);
     const fh = u64(a, 8);
-    const path = this.#path(this.#node(h.nodeid));
-    if ((valid & Fattr.SIZE) !== 0) {
-      const size = u64(a, 16);
-      if ((valid & Fattr.FH) !== 0) await this.#fs.ftruncate(fh, size);
-      else await this.#fs.truncate(path, size);
-    }
+    const size = (valid & Fattr.SIZE) !== 0 ? u64(a, 16) : undefined;
     const attrs: SetAttr = {};
     if ((valid & Fattr.MODE) !== 0) attrs.mode = a.readUInt32LE(68) & 0o7777;
     if ((valid & Fattr.UID) !== 0) attrs.uid = a.readUInt32LE(76);
     if ((valid & Fattr.GID) !== 0) attrs.gid = a.readUInt32LE(80);
     if ((valid & Fattr.MTIME_NOW) !== 0) attrs.mtimeMs = Date.now();
     else if ((valid & Fattr.MTIME) !== 0) attrs.mtimeMs = u64(a, 40) * 1000 + a.readUInt32LE(60) / 1e6;
+    const path = this.#path(this.#node(h.nodeid));
+    if (size !== undefined) {
+      if ((valid & Fattr.FH) !== 0) await this.#fs.ftruncate(fh, size);
+      else await this.#fs.truncate(path, size);
+    }
     if (Object.keys(attrs).length > 0) await this.#fs.setattr(path, attrs);
     return [attrOut(attrOf(await this.#fs.getattr(path)), this.#valid)];
   }
