@@ -8,7 +8,7 @@
 import type { Command } from "commander";
 import { pino } from "pino";
 import { StowageFs } from "../fs/fs.js";
-import { mountFuse } from "../fs/fuse.js";
+import { MOUNT_FS_OPTIONS, mountFuse } from "../fs/fuse.js";
 import { StowageError } from "../errors.js";
 import { resolveServeConfig } from "../server/config.js";
 import { dataDir, runUntilStopped } from "./context.js";
@@ -46,7 +46,7 @@ export function registerMount(program: Command): void {
       const repo = await openOrCreate(dir, config.commitDelayMs, config.cacheBytes, logger);
       let mount;
       try {
-        const fs = new StowageFs(repo.store, { lazyMetadata: true });
+        const fs = new StowageFs(repo.store, MOUNT_FS_OPTIONS);
         mount = await mountFuse(fs, mountpoint, {
           ...(bucket === undefined ? {} : { bucket }),
           ...(opts.allowOther === true ? { allowOther: true } : {}),

@@ -14,7 +14,7 @@ import { Metrics, storeStatsSource, tierStatsSource } from "../server/metrics.js
 import { addAccessKey, listAccessKeys, loadCredentials, removeAccessKey } from "../server/credentials.js";
 import { StowageError } from "../errors.js";
 import { StowageFs } from "../fs/fs.js";
-import { mountFuse, type FuseMount } from "../fs/fuse.js";
+import { MOUNT_FS_OPTIONS, mountFuse, type FuseMount } from "../fs/fuse.js";
 import { WebDavServer } from "../server/webdav/server.js";
 import { dataDir, PASSPHRASE_ENV, runUntilStopped } from "./context.js";
 
@@ -95,7 +95,7 @@ export function registerServe(program: Command): void {
           note(`stowage: WebDAV endpoint http://${h}:${a.port}/ (user: an access key id, password: its secret key)`);
         }
         if (opts.mount !== undefined) {
-          mount = await mountFuse(new StowageFs(repo.store, { lazyMetadata: true }), opts.mount, {
+          mount = await mountFuse(new StowageFs(repo.store, MOUNT_FS_OPTIONS), opts.mount, {
             ...(opts.mountBucket === undefined ? {} : { bucket: opts.mountBucket }),
             onError: (err, op) => {
               if (err.code === "EIO") logger.error({ err: err.message, op }, "file-system operation failed");
