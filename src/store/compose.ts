@@ -446,10 +446,9 @@ export async function commitNamespace(
         const src = await tx.getCurrent(m.from.bucket, m.from.key);
         if (src === undefined || src.deleteMarker) throw new StowageError("STOWAGE_NO_SUCH_KEY", `${m.from.bucket}/${m.from.key} does not exist`);
         const dst = await bucketOf(m.to.bucket);
-        await needsCloud(dst, src.manifest);
-        const { bucket: _b, key: _k, versionId: _v, sequence: _s, lastModified: _l, deleteMarker: _d, ...fields } = src;
-        await h.writeVersion(tx, dst, m.to.key, { ...fields, userMetadata: m.userMetadata ?? { ...src.userMetadata } });
-        await h.deleteCurrent(tx, await bucketOf(m.from.bucket), m.from.key);
+        // Within one bucket the chunks already satisfy its durability policy.
+        if (m.to.bucket !== m.from.bucket) await needsCloud(dst, src.manifest);
+        await h.moveVersion(tx, await bucketOf(m.from.bucket), src, dst, m.to.key, m.userMetadata ?? { ...src.userMetadata });
         result.moved++;
       }
       for (const e of p.empties ?? []) {

@@ -122,11 +122,18 @@ export function recordingTx(tx: MetaTx): { tx: MetaTx; ops: JournalOp[] } {
       ops.push({ op: "part-delete", uploadId, partNumber });
     },
   };
+  // Methods are bound once (a transaction calls them thousands of times in a large rename).
+  const bound = new Map<PropertyKey, unknown>();
   const proxy = new Proxy(tx, {
     get(target, prop): unknown {
       if (typeof prop === "string" && Object.prototype.hasOwnProperty.call(own, prop)) return own[prop as keyof MetaTx];
+      const known = bound.get(prop);
+      if (known !== undefined) return known;
       const v: unknown = Reflect.get(target, prop);
-      return typeof v === "function" ? (v as (...args: unknown[]) => unknown).bind(target) : v;
+      if (typeof v !== "function") return v;
+      const f = (v as (...args: unknown[]) => unknown).bind(target);
+      bound.set(prop, f);
+      return f;
     },
   });
   return { tx: proxy, ops };

@@ -365,6 +365,14 @@ export interface ComposeHooks {
   writeVersion(tx: MetaTx, b: BucketRecord, key: string, fields: ComposedVersion, counters?: { ingestedBytes: number }): Promise<ObjectVersion>;
   /** DeleteObject without a version id, inside `tx` (references, delete marker, `object-deleted`). */
   deleteCurrent(tx: MetaTx, b: BucketRecord, key: string): Promise<DeleteResult>;
+  /**
+   * Moves `src` (the current version of its key, read in `tx`) to `key` in `to`: as
+   * {@link writeVersion} of its fields at the destination then {@link deleteCurrent} at the source,
+   * with the same rows and events, but cheaper between buckets without versioning (the common
+   * case of a rename): the moved chunks' reference counts are left as they are (+1 and -1) and the
+   * source's `null` version is not looked up again.
+   */
+  moveVersion(tx: MetaTx, from: BucketRecord, src: ObjectVersion, to: BucketRecord, key: string, userMetadata: Record<string, string>): Promise<ObjectVersion>;
   now(): number;
 }
 
@@ -1172,17 +1180,44 @@ export class ObjectStore {
       commit: (fn, journal) => this.#commitReferences(fn, journal),
       waitJournal: (index) => (this.#shipper === undefined ? Promise.resolve() : this.#shipper.waitDurable(index)),
       bucketIn: (tx, name) => this.#bucketIn(tx, name),
-      writeVersion: async (tx, b, key, fields, counters) => {
-        const sequence = await tx.nextSequence();
-        const version: ObjectVersion = { ...fields, bucket: b.name, key, versionId: versionIdFor(b.versioning, sequence), sequence, deleteMarker: false, lastModified: this.options.now() };
-        await this.#commitVersion(tx, b, version);
-        tx.addCounters({ plainPuts: 1, ingestedBytes: counters?.ingestedBytes ?? 0 });
-        this.#emitCreated(tx, version);
-        return version;
-      },
+      writeVersion: (tx, b, key, fields, counters) => this.#writeComposed(tx, b, key, fields, counters?.ingestedBytes ?? 0),
       deleteCurrent: (tx, b, key) => this.#deleteCurrent(tx, b, key),
+      moveVersion: (tx, from, src, to, key, userMetadata) => this.#moveVersion(tx, from, src, to, key, userMetadata),
       now: () => this.options.now(),
     };
+  }
+
+  async #writeComposed(tx: MetaTx, b: BucketRecord, key: string, fields: ComposedVersion, ingestedBytes: number): Promise<ObjectVersion> {
+    const sequence = await tx.nextSequence();
+    const version: ObjectVersion = { ...fields, bucket: b.name, key, versionId: versionIdFor(b.versioning, sequence), sequence, deleteMarker: false, lastModified: this.options.now() };
+    await this.#commitVersion(tx, b, version);
+    tx.addCounters({ plainPuts: 1, ingestedBytes });
+    this.#emitCreated(tx, version);
+    return version;
+  }
+
+  async #moveVersion(tx: MetaTx, from: BucketRecord, src: ObjectVersion, to: BucketRecord, key: string, userMetadata: Record<string, string>): Promise<ObjectVersion> {
+    const { bucket: _b, key: _k, versionId: _v, sequence: _s, lastModified: _l, deleteMarker: _d, ...fields } = src;
+    if (from.versioning !== "unversioned" || to.versioning !== "unversioned" || src.deleteMarker || src.versionId !== "null") {
+      const version = await this.#writeComposed(tx, to, key, { ...fields, userMetadata }, 0);
+      await this.#deleteCurrent(tx, from, src.key);
+      return version;
+    }
+    const sequence = await tx.nextSequence();
+    const version: ObjectVersion = { ...fields, userMetadata, bucket: to.name, key, versionId: "null", sequence, deleteMarker: false, lastModified: this.options.now() };
+    // The destination's own `null` version, if any, is replaced (its references dropped).
+    const old = await tx.getVersion(to.name, key, "null");
+    if (old !== undefined) {
+      await tx.addRefs(old.manifest, -1);
+      tx.deleteVersion(to.name, key, old.sequence);
+    }
+    // The moved manifest gains the new version's reference and loses the source's: no change.
+    tx.putVersion(version);
+    tx.addCounters({ plainPuts: 1, ingestedBytes: 0 });
+    this.#emitCreated(tx, version);
+    tx.deleteVersion(from.name, src.key, src.sequence);
+    this.#emitDeleted(tx, from.name, src.key, src.versionId, false);
+    return version;
   }
 
   // ------------------------------------------------------------------------------------------
