@@ -175,6 +175,37 @@ async function lock(path: string, scope: "exclusive" | "shared", headers: Record
 // ------------------------------------------------------------------------------------------------
 // Raw protocol
 
+
+/** Watches the store's PutObject calls: how many, the pieces their bodies arrived in, how many failed. */
+function spyPuts(store: ObjectStore): { calls: number; failed: number; pieces: number[]; received(): number; restore(): void } {
+  const original = store.putObject.bind(store);
+  const spy = {
+    calls: 0,
+    failed: 0,
+    pieces: [] as number[],
+    received: () => spy.pieces.reduce((x, y) => x + y, 0),
+    restore: () => {
+      store.putObject = original;
+    },
+  };
+  store.putObject = async (bucket, key, source, options) => {
+    spy.calls++;
+    async function* watched(): AsyncGenerator<Uint8Array> {
+      for await (const piece of source) {
+        spy.pieces.push(piece.length);
+        yield piece;
+      }
+    }
+    try {
+      return await original(bucket, key, watched(), options);
+    } catch (err) {
+      spy.failed++;
+      throw err;
+    }
+  };
+  return spy;
+}
+
 test("OPTIONS and PROPFIND: depth 0 and 1, live properties, encoded hrefs, infinity refused", async () => {
   await t.store.createBucket("props");
   const data = bytes(1000, 1);
@@ -265,25 +296,22 @@ test("PUT, GET, HEAD, Range and conditional GET; what WebDAV writes is read back
   assert.ok((await readAll(t.store, "iobkt", "a.txt")).equals(b));
   assert.equal((await t.store.headObject("iobkt", "a.txt")).etag, md5(b), "a streamed file has its MD5 as ETag");
 
-  // A large body is streamed into the view in pieces, never as one buffer.
+  // A large body is streamed into the store in pieces, never as one buffer.
   const big = bytes(3 * 1024 * 1024 + 123, 7);
   const local = join(work, "big.bin");
   writeFileSync(local, big);
-  const writes: number[] = [];
-  const original = fs.write.bind(fs);
-  fs.write = async (fh: number, offset: number, data: Uint8Array): Promise<number> => {
-    writes.push(data.length);
-    return original(fh, offset, data);
-  };
+  let spy = spyPuts(t.store);
   try {
     r = await curl("-T", local, `${base}/iobkt/big.bin`);
   } finally {
-    fs.write = original;
+    spy.restore();
   }
   assert.equal(r.status, 201, r.text);
-  assert.ok(writes.length > 10 && Math.max(...writes) < big.length / 4, `body written in ${writes.length} pieces, largest ${Math.max(...writes)}`);
-  assert.equal(writes.reduce((x, y) => x + y, 0), big.length);
+  assert.equal(spy.calls, 1, "one PutObject");
+  assert.ok(spy.pieces.length > 10 && Math.max(...spy.pieces) < big.length / 4, `body read in ${spy.pieces.length} pieces, largest ${Math.max(...spy.pieces)}`);
+  assert.equal(spy.pieces.reduce((x, y) => x + y, 0), big.length);
   assert.ok((await readAll(t.store, "iobkt", "big.bin")).equals(big), "S3 reads the 3 MiB file");
+  assert.equal(r.headers.etag, `"${md5(big)}"`, "the PUT answers the content MD5 as ETag");
 
   const got = await curl(`${base}/iobkt/big.bin`);
   assert.equal(got.status, 200);
@@ -339,61 +367,61 @@ test("PUT, GET, HEAD, Range and conditional GET; what WebDAV writes is read back
   assert.equal(r.status, 201);
   assert.equal((await readAll(t.store, "iobkt", "d/sp é.txt")).toString(), "ünïcode");
 
-  // Overwriting keeps the file's mode; X-OC-Mtime (ownCloud's header) sets the modification time.
+  // Overwriting keeps the file's mode and inode number; X-OC-Mtime (ownCloud's header) sets the
+  // modification time.
   await fs.setattr("/iobkt/a.txt", { mode: 0o600 });
+  const inoBefore = (await fs.getattr("/iobkt/a.txt")).ino;
   r = await curl("-X", "PUT", "-H", "X-OC-Mtime: 1600000000", "--data-binary", "third", `${base}/iobkt/a.txt`);
   assert.equal(r.status, 204);
   assert.equal(r.headers["x-oc-mtime"], "accepted");
   assert.equal((await fs.getattr("/iobkt/a.txt")).mode & 0o7777, 0o600, "mode kept across a PUT");
+  assert.equal((await fs.getattr("/iobkt/a.txt")).ino, inoBefore, "inode number kept across a PUT");
   const third = await t.store.headObject("iobkt", "a.txt");
   assert.equal(third.userMetadata.mtime, "1600000000.000");
   assert.equal(third.etag, md5(Buffer.from("third")), "attributes set with the upload keep the content MD5 as ETag");
   assert.equal((await dav("HEAD", "/iobkt/a.txt")).headers["last-modified"], new Date(1600000000_000).toUTCString());
   assert.equal((await readAll(t.store, "iobkt", "a.txt")).toString(), "third");
 
-  // An upload cut off half-way leaves the old content and no temporary object. (Waits until the
-  // server has released the upload's handle, i.e. has finished with the aborted request.)
-  let received = 0;
-  let released = 0;
-  const release = fs.release.bind(fs);
-  fs.write = async (fh: number, offset: number, data: Uint8Array): Promise<number> => {
-    received += data.length;
-    return original(fh, offset, data);
-  };
-  fs.release = async (fh: number): Promise<void> => {
-    try {
-      await release(fh);
-    } finally {
-      released++;
-    }
-  };
+  // The request's Content-Type is kept; a Content-MD5 that does not match is 400 and changes nothing.
+  r = await dav("PUT", "/iobkt/typed.json", { headers: { "content-type": "application/json" }, body: "{}" });
+  assert.equal(r.status, 201);
+  assert.equal((await t.store.headObject("iobkt", "typed.json")).contentType, "application/json");
+  r = await dav("PUT", "/iobkt/typed.json", { headers: { "content-md5": createHash("md5").update("other").digest("base64") }, body: "{ }" });
+  assert.equal(r.status, 400, r.text);
+  assert.equal((await readAll(t.store, "iobkt", "typed.json")).toString(), "{}", "a PUT with a wrong Content-MD5 changed nothing");
+
+  // An upload cut off half-way commits nothing: the old content stays, no other key appears.
+  // (Waits until the server's PutObject has given up, i.e. it has finished with the request.)
+  const keysBefore = await keys(t.store, "iobkt");
+  let keysDuring: string[] | undefined;
+  spy = spyPuts(t.store);
   try {
     await new Promise<void>((resolve) => {
       const req = request(`${base}/iobkt/a.txt`, { method: "PUT", headers: { "content-length": "1000000" } });
       req.on("error", () => resolve());
       req.write(bytes(300_000, 9), () => {
-        // Cut the connection once the server is writing the body into the view.
+        // Cut the connection once the server is reading the body into the store (after a look at
+        // the bucket: nothing of the upload is visible while it runs).
         const cut = (tries: number): void => {
-          if (received > 0 || tries === 0) req.destroy();
-          else setTimeout(() => cut(tries - 1), 10);
+          if (spy.received() > 0 || tries === 0) {
+            void keys(t.store, "iobkt").then(
+              (k) => ((keysDuring = k), req.destroy()),
+              () => req.destroy(),
+            );
+          } else setTimeout(() => cut(tries - 1), 10);
         };
         cut(500);
       });
       req.on("close", () => resolve());
     });
-    let left: string[] = [];
-    for (let i = 0; i < 100; i++) {
-      left = (await keys(t.store, "iobkt")).filter((k) => k.includes(".stowage-put-"));
-      if (released > 0 && left.length === 0) break;
-      await new Promise((res) => setTimeout(res, 20));
-    }
-    assert.equal(released, 1, "the aborted upload's handle was released");
-    assert.deepEqual(left, [], "the temporary upload object is removed");
+    for (let i = 0; i < 200 && spy.failed === 0; i++) await new Promise((res) => setTimeout(res, 20));
   } finally {
-    fs.write = original;
-    fs.release = release;
+    spy.restore();
   }
-  assert.ok(received > 0 && received < 1_000_000, `the server had received part of the body (${received} bytes)`);
+  assert.equal(spy.failed, 1, "the aborted upload's PutObject failed");
+  assert.ok(spy.received() > 0 && spy.received() < 1_000_000, `the server had received part of the body (${spy.received()} bytes)`);
+  assert.deepEqual(keysDuring, keysBefore, "nothing of the upload shows in the bucket while it runs");
+  assert.deepEqual(await keys(t.store, "iobkt"), keysBefore, "no key appeared");
   assert.equal((await readAll(t.store, "iobkt", "a.txt")).toString(), "third", "an interrupted PUT does not change the file");
 });
 

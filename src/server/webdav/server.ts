@@ -5,10 +5,9 @@
  * description (methods, status codes, locking, limits).
  *
  * Data paths:
- * - PUT streams the request body into a hidden temporary file next to the target
- *   (`StowageFs.create` / `write` piece by piece / `release`; memory is bounded by the view's dirty
- *   limits), then renames it over the target (one metadata transaction, by reference). So a
- *   replaced file changes atomically, and an interrupted upload leaves the old content intact.
+ * - PUT streams the request body into one `ObjectStore.putObject` (memory bounded as for an S3
+ *   PUT): a replaced file changes atomically when the whole body is in, an interrupted upload
+ *   commits nothing, and no temporary object ever shows in S3 listings.
  * - GET streams the object's current version from the store (range-aware, with backpressure).
  * - COPY of a file is by reference (`ObjectStore.copyObject`: no data is read or written).
  * - MOVE is `StowageFs.rename` (by reference, atomic per call).
@@ -17,14 +16,13 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import { isStowageError } from "../../errors.js";
 import { O_RDONLY, type StowageFs } from "../../fs/fs.js";
 import { isFsError } from "../../fs/errors.js";
-import { KEY_MAX, META_INO, META_MTIME, S_IFMT, S_IFREG, dirPrefix, statOf, typeOfMode, validName, type AttrDefaults } from "../../fs/names.js";
+import { META_GID, META_INO, META_MODE, META_MTIME, META_UID, S_IFMT, S_IFREG, mtimeValue, dirPrefix, statOf, typeOfMode, validName, type AttrDefaults } from "../../fs/names.js";
 import type { ObjectStore } from "../../store/store.js";
 import type { Credentials } from "../s3/sigv4.js";
 import {
@@ -81,9 +79,6 @@ export interface WebDavOptions {
 
 export const ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK";
 
-/** Names of the temporary files of uploads in progress (hidden from listings). */
-const TEMP_PREFIX = ".stowage-put-";
-const TEMP_NAME = /^\.stowage-put-[0-9a-f]{16}$/;
 
 /** Attribute defaults for computing times of listed entries (owner and mode are not shown). */
 const LIST_DEFAULTS: AttrDefaults = { uid: 0, gid: 0, fileMode: 0o644, dirMode: 0o755 };
@@ -134,8 +129,8 @@ export class WebDavServer {
   #inFlight = 0;
   #closing = false;
   #drained: (() => void) | undefined;
-  /** Handles this server holds open (uploads in progress), with their temporary path. */
-  readonly #open = new Map<number, string | undefined>();
+  /** Request bodies of uploads in progress (destroyed at close, so that they commit nothing). */
+  readonly #uploads = new Set<IncomingMessage>();
 
   constructor(options: WebDavOptions) {
     this.#fs = options.fs;
@@ -173,8 +168,8 @@ export class WebDavServer {
   }
 
   /**
-   * Stops accepting connections, waits for requests in flight (up to `timeoutMs`), releases the
-   * handles of uploads that did not finish (removing their temporary files), and drops the locks.
+   * Stops accepting connections, waits for requests in flight (up to `timeoutMs`), cuts off the
+   * uploads that did not finish (they commit nothing), and drops the locks.
    */
   async close(timeoutMs = 30_000): Promise<void> {
     this.#closing = true;
@@ -185,11 +180,7 @@ export class WebDavServer {
       await Promise.race([new Promise<void>((resolve) => (this.#drained = resolve)), new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref())]);
     }
     server?.closeAllConnections();
-    for (const [fh, temp] of [...this.#open]) {
-      this.#open.delete(fh);
-      await this.#fs.release(fh).catch(() => undefined);
-      if (temp !== undefined) await this.#fs.unlink(temp).catch(() => undefined);
-    }
+    for (const req of this.#uploads) req.destroy();
     await closed;
     this.#server = undefined;
     this.#locks.clear();
@@ -328,10 +319,9 @@ export class WebDavServer {
   /**
    * The entries of a collection, with their attributes from the listing itself (one store listing
    * instead of a getattr per entry). Same rules as `StowageFs.readdir`: names the view cannot show
-   * are skipped, a directory shadows a file of the same name. Temporary upload files are left out
-   * unless `includeHidden`.
+   * are skipped, a directory shadows a file of the same name.
    */
-  async #children(dir: Resource, includeHidden = false): Promise<Resource[]> {
+  async #children(dir: Resource): Promise<Resource[]> {
     if (dir.kind === "root") {
       const out: Resource[] = [];
       for (const e of await this.#fs.readdir("/")) {
@@ -350,7 +340,6 @@ export class WebDavServer {
         if (o.key === prefix) continue;
         const name = o.key.slice(prefix.length);
         if (!validName(name) || out.has(name)) continue;
-        if (!includeHidden && TEMP_NAME.test(name)) continue;
         const st = statOf(bucket, o.key, o, false, LIST_DEFAULTS);
         out.set(name, { path: childPath(dir.path, name), kind: "file", size: o.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, mode: st.mode, uid: st.uid, gid: st.gid, etag: o.etag, contentType: o.contentType });
       }
@@ -790,41 +779,42 @@ export class WebDavServer {
       if (ocMtime.trim() !== "" && Number.isFinite(secs) && secs >= 0) mtimeMs = Math.round(secs * 1000);
     }
 
-    // Upload into a temporary file beside the target, then rename it over the target.
-    const tempName = TEMP_PREFIX + randomBytes(8).toString("hex");
-    const { key } = split(target.path);
-    const tempKey = key.slice(0, key.lastIndexOf("/") + 1) + tempName;
-    const direct = Buffer.byteLength(tempKey, "utf8") + 1 > KEY_MAX; // no room for the temporary name
-    const writePath = direct ? target.path : childPath(parent.path, tempName);
-    const fh = await this.#fs.create(writePath);
-    this.#open.set(fh, direct ? undefined : writePath);
-    let open = true;
-    try {
-      let offset = 0;
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        if (this.#closing && !this.#open.has(fh)) throw new Error("server closed");
-        await this.#fs.write(fh, offset, chunk);
-        offset += chunk.length;
-      }
-      if (!req.complete) throw new HttpError(400, "request body incomplete");
-      // Attributes go with the last flush (no extra version): the replaced file's owner and mode
-      // (a replaced symlink becomes a regular file with the default mode).
-      const attrs: { mode?: number; uid?: number; gid?: number; mtimeMs?: number } = {};
-      if (existing !== undefined && (existing.mode & S_IFMT) === S_IFREG) Object.assign(attrs, { mode: existing.mode & 0o7777, uid: existing.uid, gid: existing.gid });
-      if (mtimeMs !== undefined) attrs.mtimeMs = mtimeMs;
-      if (Object.keys(attrs).length > 0) await this.#fs.setattr(writePath, attrs);
-      open = false;
-      this.#open.delete(fh);
-      await this.#fs.release(fh);
-      if (!direct) await this.#fs.rename(writePath, target.path);
-    } catch (err) {
-      if (open && this.#open.delete(fh)) await this.#fs.release(fh).catch(() => undefined);
-      if (!direct) await this.#fs.unlink(writePath).catch(() => undefined);
-      throw err;
+    // One streamed PutObject: the file changes atomically when the whole body is in (S3's
+    // semantics), and an upload cut off or refused commits nothing.
+    const { bucket, key } = split(target.path);
+    const userMetadata: Record<string, string> = {};
+    if (existing !== undefined && (existing.mode & S_IFMT) === S_IFREG) {
+      // A replaced file keeps its mode, owner and inode number (a replaced symlink becomes a
+      // regular file with the default mode).
+      Object.assign(userMetadata, { [META_MODE]: String(existing.mode), [META_UID]: String(existing.uid), [META_GID]: String(existing.gid) });
+      const ino = (await this.#store.headObject(bucket, key).catch(() => undefined))?.userMetadata[META_INO];
+      if (ino !== undefined) userMetadata[META_INO] = ino;
     }
-    const { bucket } = split(target.path);
-    const h = await this.#store.headObject(bucket, key).catch(() => undefined);
-    const headers: Record<string, string> = h === undefined ? {} : { etag: `"${h.etag}"` };
+    if (mtimeMs !== undefined) userMetadata[META_MTIME] = mtimeValue(mtimeMs);
+    const length = header(req, "content-length");
+    const contentMD5 = header(req, "content-md5");
+    const contentType = header(req, "content-type");
+    const uploads = this.#uploads;
+    async function* body(): AsyncGenerator<Buffer> {
+      for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
+      if (!req.complete) throw new HttpError(400, "request body incomplete");
+    }
+    let put;
+    uploads.add(req);
+    try {
+      put = await this.#store.putObject(bucket, key, body(), {
+        userMetadata,
+        ...(contentType === undefined || contentType.trim() === "" ? {} : { contentType: contentType.trim() }),
+        ...(length === undefined ? {} : { size: Number(length) }),
+        ...(contentMD5 === undefined ? {} : { contentMD5: contentMD5.trim() }),
+      });
+    } catch (err) {
+      if (isStowageError(err, "STOWAGE_INCOMPLETE_BODY") || isStowageError(err, "STOWAGE_BAD_DIGEST")) throw new HttpError(400, err.message);
+      throw err;
+    } finally {
+      uploads.delete(req);
+    }
+    const headers: Record<string, string> = { etag: `"${put.etag}"` };
     if (mtimeMs !== undefined) headers["x-oc-mtime"] = "accepted";
     this.#send(res, existing === undefined ? 201 : 204, headers);
   }
@@ -867,7 +857,7 @@ export class WebDavServer {
       }
     }
     let ok = true;
-    for (const c of await this.#children(r, true)) if (!(await this.#deleteTree(c, failures))) ok = false;
+    for (const c of await this.#children(r)) if (!(await this.#deleteTree(c, failures))) ok = false;
     if (!ok) return false;
     try {
       await this.#fs.rmdir(r.path);
