@@ -26,10 +26,10 @@ export class DirtyRanges {
     return this.ranges.length === 0 ? 0 : this.ranges[this.ranges.length - 1]!.end;
   }
 
-  /** Records `data` (copied) at `offset`; later writes win. */
-  write(offset: number, data: Uint8Array): void {
+  /** Records `data` at `offset` (copied, unless `owned`: then kept as it is); later writes win. */
+  write(offset: number, data: Uint8Array, owned = false): void {
     if (data.length === 0) return;
-    const copy = Buffer.from(data);
+    const copy = owned ? Buffer.from(data.buffer, data.byteOffset, data.length) : Buffer.from(data);
     const end = offset + copy.length;
     const last = this.ranges[this.ranges.length - 1];
     if (last === undefined || offset > last.end) {

@@ -520,7 +520,12 @@ export class StowageFs {
     });
   }
 
-  async write(fh: number, offset: number, data: Uint8Array): Promise<number> {
+  /**
+   * pwrite(2) through handle `fh`. The bytes are copied, unless `options.owned`: then the view keeps
+   * `data` itself until it is stored (the caller hands it over and must not change it; the FUSE
+   * front end does, saving a copy of every write).
+   */
+  async write(fh: number, offset: number, data: Uint8Array, options: { owned?: boolean } = {}): Promise<number> {
     return this.#op("write", async () => {
       const { file: f, flags } = this.#handle(fh);
       if ((flags & O_ACCMODE) === O_RDONLY) throw new FsError("EBADF", "file not open for writing");
@@ -530,7 +535,7 @@ export class StowageFs {
         f.seq.hash.update(data);
         f.seq.pos += data.length;
       } else if (data.length > 0) f.seq = undefined;
-      f.dirty.write(at, data);
+      f.dirty.write(at, data, options.owned === true);
       f.size = Math.max(f.size, at + data.length);
       f.mtimeMs = this.#now();
       if (f.dirtyBytes >= this.#maxDirtyPerFile) {

@@ -387,7 +387,7 @@ class FuseSession {
         const size = a.readUInt32LE(16);
         // A copy: the read buffer is reused for the next request, and StowageFs keeps what it is given.
         const data = Buffer.from(a.subarray(40, 40 + size));
-        return this.#run(h, "write", async () => [writeOut(await this.#fs.write(fh, offset, data))]);
+        return this.#run(h, "write", async () => [writeOut(await this.#fs.write(fh, offset, data, { owned: true }))]);
       }
       case Op.STATFS:
         return this.#run(h, "statfs", async () => [statfsOut(scaleStatfs(await this.#fs.statfs()))]);

@@ -292,7 +292,8 @@ export async function composeObject(store: ObjectStore, bucket: string, key: str
       const wide = e.kind === "append" && i > 0 ? { start, end } : widen(spans, start, end, limit, untouched, minSize, maxSize);
       const before = await readSpan(store, baseManifest, wide.start, start, name);
       const after = await readSpan(store, baseManifest, end, wide.end, name);
-      const data = await h.ingest(b, [...before, ...e.data, ...after]);
+      // With the caller's MD5 of the whole result (a sequential write), a piece's own is not needed.
+      const data = await h.ingest(b, [...before, ...e.data, ...after], options.md5 === undefined ? {} : { digest: false });
       ingestedBytes += data.size;
       newBytes += data.newBytes;
       planned.push({ edit: i, start, end, wideStart: wide.start, wideEnd: wide.end, data });

@@ -48,10 +48,13 @@ function inlineDigest(): DigestStream {
   };
 }
 
+/** For callers that know the MD5 already: nothing is hashed, the digest is empty. */
+const NO_DIGEST: DigestStream = { update: () => Promise.resolve(), digest: () => Promise.resolve(Buffer.alloc(0)), abort: () => undefined };
+
 export interface IngestResult {
   manifest: ManifestEntry[];
   size: number;
-  /** MD5 of the content, 16 bytes. */
+  /** MD5 of the content, 16 bytes (empty when ingested with `digest: false`). */
   md5: Buffer;
   /** Chunks this stream added to packs (not found by dedup). */
   newChunks: number;
@@ -70,13 +73,16 @@ export interface IngestLimits {
   expectedSize?: number;
   /** Most bytes accepted (e.g. S3's 5 GiB for one PUT); more is STOWAGE_INVALID_ARGUMENT. */
   maxSize?: number;
+  /** `false`: the caller has the content's MD5 already (result `md5` is then empty). Default true. */
+  digest?: boolean;
 }
 
 /** Reads `source` to the end, storing each chunk not already stored. */
 export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, limits: IngestLimits = {}): Promise<IngestResult> {
   const chunker = new Chunker(ctx.params);
   // The MD5 (ETag) runs in the encoder's worker for large streams; a small one is cheaper inline.
-  const md5 = limits.expectedSize !== undefined && limits.expectedSize < INLINE_DIGEST_BELOW ? inlineDigest() : ctx.encoder.openDigest();
+  const md5 =
+    limits.digest === false ? NO_DIGEST : limits.expectedSize !== undefined && limits.expectedSize < INLINE_DIGEST_BELOW ? inlineDigest() : ctx.encoder.openDigest();
   const manifest: ManifestEntry[] = [];
   const seen = new Set<string>();
   let size = 0;

@@ -51,7 +51,7 @@ import type {
   Versioning,
 } from "../meta/types.js";
 import { PackBlobs, packIdOfBlobKey } from "./pack-blobs.js";
-import { ingest, type IngestResult } from "./ingest.js";
+import { ingest, type IngestLimits, type IngestResult } from "./ingest.js";
 import { readManifest, type ByteSpan } from "./read.js";
 import { checkBucketName, checkObjectKey, checkPrefix } from "./names.js";
 import { SharedExclusiveLock } from "./lock.js";
@@ -348,7 +348,7 @@ export interface ComposeHooks {
   /** Runs `fn` holding the store's lock shared (the garbage collector is excluded meanwhile). */
   shared<T>(fn: () => Promise<T>): Promise<T>;
   /** Stores a stream's new chunks in the packer of the bucket's durability (not yet durable). Caller holds the lock. */
-  ingest(bucket: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<IngestResult>;
+  ingest(bucket: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options?: { digest?: boolean }): Promise<IngestResult>;
   /** Waits until the chunks of `result` are durable as the bucket's policy says. */
   durable(bucket: BucketRecord, result: IngestResult): Promise<void>;
   /**
@@ -996,7 +996,7 @@ export class ObjectStore {
   }
 
   /** Stores the stream's new chunks in packs (not yet durable) and checks its digest. */
-  async #ingest(b: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
+  async #ingest(b: BucketRecord, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number; digest?: false }): Promise<IngestResult> {
     const target = this.#target(b);
     const ended = target.packer.beginWriter();
     try {
@@ -1006,8 +1006,8 @@ export class ObjectStore {
     }
   }
 
-  async #ingestStream(target: { packer: Packer; cloud: boolean }, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number }): Promise<IngestResult> {
-    const limits: { expectedSize?: number; maxSize: number } = { maxSize: options.maxSize };
+  async #ingestStream(target: { packer: Packer; cloud: boolean }, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: { size?: number; contentMD5?: string; maxSize: number; digest?: false }): Promise<IngestResult> {
+    const limits: IngestLimits = { maxSize: options.maxSize, ...(options.digest === false ? { digest: false } : {}) };
     if (options.size !== undefined) limits.expectedSize = options.size;
     const meta = this.meta;
     const result = await ingest(
@@ -1175,7 +1175,7 @@ export class ObjectStore {
     return {
       check: () => this.#check(),
       shared: (fn) => this.lock.shared(fn),
-      ingest: (b, source) => this.#ingest(b, source, { maxSize: Number.MAX_SAFE_INTEGER }),
+      ingest: (b, source, options) => this.#ingest(b, source, { maxSize: Number.MAX_SAFE_INTEGER, ...(options?.digest === false ? { digest: false } : {}) }),
       durable: (b, result) => this.#durable(b, result),
       commit: (fn, journal) => this.#commitReferences(fn, journal),
       waitJournal: (index) => (this.#shipper === undefined ? Promise.resolve() : this.#shipper.waitDurable(index)),
