@@ -17,6 +17,7 @@ export type Errno =
   | "EPERM"
   | "EBUSY"
   | "ENOSPC"
+  | "ENXIO"
   | "EIO";
 
 /** The Linux numbers, for front ends that need them (FUSE returns -errno). */
@@ -24,6 +25,7 @@ export const ERRNO: Readonly<Record<Errno, number>> = Object.freeze({
   EPERM: 1,
   ENOENT: 2,
   EIO: 5,
+  ENXIO: 6,
   EBADF: 9,
   EBUSY: 16,
   EEXIST: 17,

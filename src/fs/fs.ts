@@ -27,14 +27,20 @@ import {
   META_INO,
   META_MODE,
   META_MTIME,
+  META_RDEV,
   META_UID,
   ROOT_INO,
+  SPECIAL_CONTENT_TYPES,
+  S_IFBLK,
+  S_IFCHR,
   S_IFDIR,
   S_IFLNK,
+  S_IFMT,
   S_IFREG,
   baseName,
   dirPrefix,
   hashIno,
+  isSpecialMode,
   mtimeValue,
   parentOf,
   parsePath,
@@ -125,7 +131,13 @@ type Entry =
    * and `seen` is the last-modified time of the first of them, which its times show).
    */
   | { kind: "dir"; marker: VersionHeader | undefined; seen?: number }
-  | { kind: "file" | "symlink"; version: ObjectVersion };
+  /** `special`: a FIFO, device node or socket (mknod): an empty object with its mode. */
+  | { kind: "file" | "symlink" | "special"; version: ObjectVersion };
+
+/** Files, symlinks and special files: what is not a directory. */
+function isLeaf(e: Entry): e is Extract<Entry, { version: ObjectVersion }> {
+  return e.kind === "file" || e.kind === "symlink" || e.kind === "special";
+}
 
 /** One open file, shared by its handles. */
 class OpenFile {
@@ -252,7 +264,8 @@ export class StowageFs {
     }
     const v = await r.getCurrent(p.bucket, p.key);
     if (v === undefined || v.deleteMarker) return undefined;
-    return { kind: typeOfMode(Number(v.userMetadata[META_MODE] ?? S_IFREG)) === "symlink" ? "symlink" : "file", version: v };
+    const mode = Number(v.userMetadata[META_MODE] ?? S_IFREG);
+    return { kind: typeOfMode(mode) === "symlink" ? "symlink" : isSpecialMode(mode) ? "special" : "file", version: v };
   }
 
   /** True when any current object has a key starting with `prefix`, other than those in `except`. */
@@ -268,7 +281,7 @@ export class StowageFs {
   async #mustBeDir(r: MetaReader, p: FsPath): Promise<void> {
     const e = await this.#entry(r, p);
     if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
-    if (e.kind === "file" || e.kind === "symlink") throw new FsError("ENOTDIR", `${p.path} is not a directory`);
+    if (isLeaf(e)) throw new FsError("ENOTDIR", `${p.path} is not a directory`);
   }
 
   #statOfEntry(p: FsPath, e: Entry): Stat {
@@ -468,6 +481,7 @@ export class StowageFs {
       if (e === undefined && (flags & O_CREAT) !== 0) return this.#create(p, flags, mode, owner);
       if (e !== undefined && (flags & O_CREAT) !== 0 && (flags & O_EXCL) !== 0) throw new FsError("EEXIST", `${p.path} exists`);
       if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
+      if (e.kind === "special") throw new FsError("ENXIO", `${p.path} is a special file (open it through a mount)`);
       if (e.kind !== "file" && e.kind !== "symlink") throw new FsError("EISDIR", `${p.path} is a directory`);
       const fh = this.#register(p, e.version, flags);
       if ((flags & O_TRUNC) !== 0 && (flags & O_ACCMODE) !== O_RDONLY) await this.ftruncate(fh, 0);
@@ -590,7 +604,7 @@ export class StowageFs {
       }
       const e = await this.#entry(this.store.meta, p);
       if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
-      if (e.kind !== "file") throw new FsError(e.kind === "symlink" ? "EINVAL" : "EISDIR", `${p.path} is not a regular file`);
+      if (e.kind !== "file") throw new FsError(e.kind === "symlink" || e.kind === "special" ? "EINVAL" : "EISDIR", `${p.path} is not a regular file`);
       await this.#compose(p.bucket!, p.key, [{ kind: "truncate", size }], { userMetadata: (m) => ({ ...m, [META_MTIME]: mtimeValue(this.#now()) }) });
     });
   }
@@ -725,6 +739,7 @@ export class StowageFs {
       }
       await this.#compose(p.bucket!, p.key, [], {
         userMetadata: (m) => apply({ ...m, [META_INO]: m[META_INO] ?? String(hashIno(p.bucket!, p.key)) }, e.kind === "symlink" ? S_IFLNK : S_IFREG),
+        // (a special file's mode is always recorded, so its type stays)
       });
     });
   }
@@ -741,6 +756,31 @@ export class StowageFs {
         contentType: "application/octet-stream",
         check: async (tx) => this.#checkCreatable(tx, p),
         userMetadata: async (_m, newId) => this.#newAttrs(S_IFLNK | 0o777, await newId(), owner),
+      });
+    });
+  }
+
+  /**
+   * mknod(2) of a FIFO, character or block device, or socket (`mode` carries the type): an empty
+   * object whose metadata holds the mode (and `rdev` for devices). Regular files are made by
+   * create/open and directories by mkdir; other types are EINVAL. Only the mount gives such a file
+   * its meaning (a FIFO opened there is a pipe of the kernel's); the mount is `nodev`, so a device
+   * node never opens a device.
+   */
+  async mknod(path: string, mode: number, rdev = 0, owner?: Owner): Promise<void> {
+    return this.#op(`mknod ${path}`, async () => {
+      const p = parsePath(path);
+      if (p.bucket === undefined || p.key === "") throw new FsError("EEXIST", `${p.path} exists`);
+      if (!isSpecialMode(mode)) throw new FsError("EINVAL", `mknod makes FIFOs, devices and sockets (mode ${mode.toString(8)})`);
+      if (!Number.isSafeInteger(rdev) || rdev < 0 || rdev > 0xffffffff) throw new FsError("EINVAL", `bad device number ${rdev}`);
+      const type = mode & S_IFMT;
+      await this.#compose(p.bucket, p.key, [], {
+        contentType: SPECIAL_CONTENT_TYPES[type] ?? "application/octet-stream",
+        check: async (tx) => this.#checkCreatable(tx, p),
+        userMetadata: async (_m, newId) => ({
+          ...this.#newAttrs(type | (mode & 0o7777), await newId(), owner),
+          ...(type === S_IFCHR || type === S_IFBLK ? { [META_RDEV]: String(rdev) } : {}),
+        }),
       });
     });
   }
@@ -769,7 +809,7 @@ export class StowageFs {
       await this.#namespace(async (tx) => {
         const e = await this.#entry(tx, p);
         if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
-        if (e.kind !== "file" && e.kind !== "symlink") throw new FsError("EISDIR", `${p.path} is a directory`);
+        if (!isLeaf(e)) throw new FsError("EISDIR", `${p.path} is a directory`);
         return { deletes: [{ bucket: p.bucket!, key: p.key }], empties: await this.#keepParent(tx, parentOf(p), (k) => k === p.key) };
       });
       if (f !== undefined) {
@@ -805,13 +845,13 @@ export class StowageFs {
         const removedFromSrcParent = new Set<string>();
         const plan: NamespacePlan = { deletes: [], moves: [], empties: [] };
         const to = (key: string): ObjectRef => ({ bucket: dst.bucket!, key });
-        if (s.kind === "file" || s.kind === "symlink") {
-          if (d !== undefined && d.kind !== "file" && d.kind !== "symlink") throw new FsError("EISDIR", `${dst.path} is a directory`);
+        if (isLeaf(s)) {
+          if (d !== undefined && !isLeaf(d)) throw new FsError("EISDIR", `${dst.path} is a directory`);
           const m = s.version.userMetadata;
           plan.moves!.push({ from: { bucket: src.bucket!, key: src.key }, to: to(dst.key), userMetadata: { ...m, [META_INO]: m[META_INO] ?? String(hashIno(src.bucket!, src.key)) } });
           removedFromSrcParent.add(src.key);
         } else {
-          if (d !== undefined && (d.kind === "file" || d.kind === "symlink")) throw new FsError("ENOTDIR", `${dst.path} is not a directory`);
+          if (d !== undefined && isLeaf(d)) throw new FsError("ENOTDIR", `${dst.path} is not a directory`);
           if (d !== undefined) {
             const dm = dst.key + "/";
             if (await this.#hasAny(tx, dst.bucket!, dm, (k) => k === dm)) throw new FsError("ENOTEMPTY", `${dst.path} is not empty`);

@@ -144,6 +144,8 @@ export interface Attr {
   uid: number;
   gid: number;
   blksize: number;
+  /** Device number (character and block device nodes). */
+  rdev: number;
 }
 
 function writeTime(b: Buffer, secAt: number, nsecAt: number, ms: number): void {
@@ -163,7 +165,7 @@ export function writeAttr(b: Buffer, at: number, a: Attr): void {
   b.writeUInt32LE(a.nlink, at + 64);
   b.writeUInt32LE(a.uid >>> 0, at + 68);
   b.writeUInt32LE(a.gid >>> 0, at + 72);
-  b.writeUInt32LE(0, at + 76); // rdev
+  b.writeUInt32LE(a.rdev >>> 0, at + 76);
   b.writeUInt32LE(a.blksize, at + 80);
   b.writeUInt32LE(0, at + 84); // flags
 }
@@ -252,9 +254,13 @@ export function writeOut(size: number): Buffer {
 }
 
 /** DT_* types of directory entries. */
+export const DT_FIFO = 1;
+export const DT_CHR = 2;
 export const DT_DIR = 4;
+export const DT_BLK = 6;
 export const DT_REG = 8;
 export const DT_LNK = 10;
+export const DT_SOCK = 12;
 
 /** Size of one fuse_dirent with its name, padded to 8 bytes. */
 export function direntSize(nameBytes: number): number {

@@ -21,10 +21,14 @@ import { closeSync, openSync, read, writevSync } from "node:fs";
 import { realpath, stat, writeFile } from "node:fs/promises";
 import { StowageError } from "../errors.js";
 import { FsError, toFsError } from "./errors.js";
-import { O_CREAT, type StowageFs, type DirEntry, type Owner, type SetAttr } from "./fs.js";
+import { O_CREAT, O_EXCL, type StowageFs, type DirEntry, type Owner, type SetAttr } from "./fs.js";
 import {
   DT_DIR,
+  DT_BLK,
+  DT_CHR,
+  DT_FIFO,
   DT_LNK,
+  DT_SOCK,
   DT_REG,
   Fattr,
   IN_HEADER_SIZE,
@@ -108,6 +112,7 @@ function attrOf(s: Stat): Attr {
     uid: s.uid,
     gid: s.gid,
     blksize: s.blksize,
+    rdev: s.rdev,
   };
 }
 
@@ -116,8 +121,10 @@ function owner(h: InHeader): Owner {
   return { uid: h.uid, gid: h.gid };
 }
 
+const DIRENT_TYPES: Readonly<Record<DirEntry["type"], number>> = { file: DT_REG, dir: DT_DIR, symlink: DT_LNK, fifo: DT_FIFO, char: DT_CHR, block: DT_BLK, socket: DT_SOCK };
+
 function direntType(e: DirEntry): number {
-  return e.type === "dir" ? DT_DIR : e.type === "symlink" ? DT_LNK : DT_REG;
+  return DIRENT_TYPES[e.type];
 }
 
 /** One mounted session: the node table and the request dispatch. */
@@ -315,22 +322,26 @@ class FuseSession {
           return this.#entry(parent, name!);
         });
       }
-      case Op.MKNOD: {
-        const mode = a.readUInt32LE(0);
-        const [name] = cstrings(a, 16, 1);
-        return this.#run(h, "mknod", async () => {
-          if ((mode & S_IFMT) !== S_IFREG) throw new FsError("EPERM", `${name}: only regular files can be made with mknod`);
-          const parent = this.#node(h.nodeid);
-          await this.#fs.release(await this.#fs.open(this.#childPath(parent, name!), O_CREAT, mode & 0o7777, owner(h)));
-          return this.#entry(parent, name!);
-        });
-      }
       case Op.MKDIR: {
         const mode = a.readUInt32LE(0);
         const [name] = cstrings(a, 8, 1);
         return this.#run(h, "mkdir", async () => {
           const parent = this.#node(h.nodeid);
           await this.#fs.mkdir(this.#childPath(parent, name!), mode & 0o7777, owner(h));
+          return this.#entry(parent, name!);
+        });
+      }
+      case Op.MKNOD: {
+        // fuse_mknod_in: mode, rdev, umask, padding; then the name. (The kernel checked CAP_MKNOD
+        // for devices and applied the umask.)
+        const mode = a.readUInt32LE(0);
+        const rdev = a.readUInt32LE(4);
+        const [name] = cstrings(a, 16, 1);
+        return this.#run(h, "mknod", async () => {
+          const parent = this.#node(h.nodeid);
+          const path = this.#childPath(parent, name!);
+          if ((mode & S_IFMT) === S_IFREG) await this.#fs.release(await this.#fs.open(path, O_CREAT | O_EXCL, mode & 0o7777, owner(h)));
+          else await this.#fs.mknod(path, mode, rdev, owner(h));
           return this.#entry(parent, name!);
         });
       }
@@ -438,7 +449,7 @@ class FuseSession {
     } catch (err) {
       const e = toFsError(err, "lookup");
       if (e.code !== "ENOENT") throw e;
-      return [entryOut(0n, { ino: 0, size: 0, blocks: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0, mode: 0, nlink: 0, uid: 0, gid: 0, blksize: 0 }, this.#valid)];
+      return [entryOut(0n, { ino: 0, size: 0, blocks: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0, mode: 0, nlink: 0, uid: 0, gid: 0, blksize: 0, rdev: 0 }, this.#valid)];
     }
   }
 
@@ -566,7 +577,9 @@ export async function mountFuse(fs: StowageFs, mountpoint: string, options: Fuse
   const session = new FuseSession(fs, fd, options);
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
-  const opts = [`fd=3`, `rootmode=40000`, `user_id=${uid}`, `group_id=${gid}`, "default_permissions", `max_read=${FUSE_MAX_WRITE}`];
+  // nosuid, nodev: anyone who can write the bucket over S3 sets modes and owners, so a set-user-ID
+  // bit or a device node found here must never grant anything.
+  const opts = [`fd=3`, `rootmode=40000`, `user_id=${uid}`, `group_id=${gid}`, "default_permissions", "nosuid", "nodev", `max_read=${FUSE_MAX_WRITE}`];
   if (options.allowOther === true) opts.push("allow_other");
   const fsname = options.bucket === undefined ? "stowage" : `stowage:${options.bucket}`;
   let result;

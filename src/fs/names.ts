@@ -15,6 +15,11 @@ export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
 export const S_IFREG = 0o100000;
 export const S_IFLNK = 0o120000;
+/** Special files (mknod): a FIFO, a character or block device, a socket. Empty objects with their mode. */
+export const S_IFIFO = 0o010000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFSOCK = 0o140000;
 
 /** Longest name of one path segment (bytes of UTF-8), as Linux's NAME_MAX. */
 export const NAME_MAX = 255;
@@ -29,6 +34,16 @@ export const META_GID = "gid";
 export const META_MTIME = "mtime";
 /** The inode number, once one was assigned (files and directories made or renamed through the view). */
 export const META_INO = "stowage-ino";
+/** The device number of a character or block device node (Linux's encoding, decimal). */
+export const META_RDEV = "rdev";
+
+/** Content types of special files' objects (freedesktop.org's shared MIME names). */
+export const SPECIAL_CONTENT_TYPES: Readonly<Record<number, string>> = {
+  [S_IFIFO]: "inode/fifo",
+  [S_IFCHR]: "inode/chardevice",
+  [S_IFBLK]: "inode/blockdevice",
+  [S_IFSOCK]: "inode/socket",
+};
 
 export const DIRECTORY_CONTENT_TYPE = "application/x-directory";
 
@@ -114,13 +129,35 @@ export interface Stat {
   atimeMs: number;
   mtimeMs: number;
   ctimeMs: number;
+  /** Device number of a character or block device node (0 otherwise). */
+  rdev: number;
 }
 
-export type EntryType = "file" | "dir" | "symlink";
+export type EntryType = "file" | "dir" | "symlink" | "fifo" | "char" | "block" | "socket";
 
 export function typeOfMode(mode: number): EntryType {
+  switch (mode & S_IFMT) {
+    case S_IFDIR:
+      return "dir";
+    case S_IFLNK:
+      return "symlink";
+    case S_IFIFO:
+      return "fifo";
+    case S_IFCHR:
+      return "char";
+    case S_IFBLK:
+      return "block";
+    case S_IFSOCK:
+      return "socket";
+    default:
+      return "file";
+  }
+}
+
+/** True for the file types mknod makes (FIFO, devices, socket). */
+export function isSpecialMode(mode: number): boolean {
   const t = mode & S_IFMT;
-  return t === S_IFDIR ? "dir" : t === S_IFLNK ? "symlink" : "file";
+  return t === S_IFIFO || t === S_IFCHR || t === S_IFBLK || t === S_IFSOCK;
 }
 
 function num(s: string | undefined): number | undefined {
@@ -142,8 +179,10 @@ export function statOf(bucket: string, key: string, v: VersionHeader | undefined
   const recorded = num(m[META_MODE]);
   let mode: number;
   if (dir) mode = S_IFDIR | ((recorded ?? d.dirMode) & 0o7777);
-  else if (recorded !== undefined && (recorded & S_IFMT) === S_IFLNK) mode = S_IFLNK | (recorded & 0o7777);
+  else if (recorded !== undefined && ((recorded & S_IFMT) === S_IFLNK || isSpecialMode(recorded))) mode = (recorded & S_IFMT) | (recorded & 0o7777);
   else mode = S_IFREG | ((recorded ?? d.fileMode) & 0o7777);
+  const t = mode & S_IFMT;
+  const rdev = t === S_IFCHR || t === S_IFBLK ? (num(m[META_RDEV]) ?? 0) : 0;
   const ctime = v?.lastModified ?? fallbackTime;
   const mt = num(m[META_MTIME]);
   const mtime = mt === undefined ? ctime : Math.round(mt * 1000);
@@ -161,6 +200,7 @@ export function statOf(bucket: string, key: string, v: VersionHeader | undefined
     atimeMs: mtime,
     mtimeMs: mtime,
     ctimeMs: ctime,
+    rdev: Number.isSafeInteger(rdev) && rdev >= 0 && rdev <= 0xffffffff ? rdev : 0,
   };
 }
 

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { StowageFs, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../../src/fs/fs.js";
 import { isFsError, type Errno } from "../../src/fs/errors.js";
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../src/fs/names.js";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from "../../src/fs/names.js";
 import { collectGarbage } from "../../src/store/gc.js";
 import { MemoryBackend } from "../../src/backend/memory.js";
 import type { BlobBackend } from "../../src/backend/backend.js";
@@ -276,6 +276,50 @@ test("renaming a directory with many entries is one transaction", async () => {
     } while (token !== undefined);
     assert.equal(all.length, n + 1, "every file, and the marker the implied directory got");
     assert.equal((await readFile(fs, "/bkt/moved/d7/f1007")).toString(), "file 1007");
+    await assertClean(t.store);
+  });
+});
+
+test("special files: mknod of FIFOs, devices and sockets are empty objects with their mode", async () => {
+  await withFs(async (fs, t) => {
+    await fs.mkdir("/bkt/dev");
+    await fs.mknod("/bkt/dev/pipe", S_IFIFO | 0o640, 0, { uid: 1000, gid: 100 });
+    await fs.mknod("/bkt/dev/null", S_IFCHR | 0o666, (1 << 8) | 3);
+    await fs.mknod("/bkt/dev/disk", S_IFBLK | 0o660, (8 << 8) | 1);
+    await fs.mknod("/bkt/dev/sock", S_IFSOCK | 0o755);
+    const pipe = await fs.getattr("/bkt/dev/pipe");
+    assert.equal(pipe.mode, S_IFIFO | 0o640);
+    assert.deepEqual([pipe.uid, pipe.gid, pipe.size, pipe.rdev], [1000, 100, 0, 0]);
+    assert.equal((await fs.getattr("/bkt/dev/null")).rdev, (1 << 8) | 3);
+    assert.equal((await fs.getattr("/bkt/dev/disk")).mode, S_IFBLK | 0o660);
+    assert.equal((await fs.getattr("/bkt/dev/sock")).mode & S_IFMT, S_IFSOCK);
+    assert.deepEqual(
+      (await fs.readdir("/bkt/dev")).map((e) => [e.name, e.type]).sort(),
+      [["disk", "block"], ["null", "char"], ["pipe", "fifo"], ["sock", "socket"]],
+    );
+    // Over S3: empty objects, typed, with the mode (and device number) in their metadata.
+    const h = await t.store.headObject("bkt", "dev/null");
+    assert.deepEqual([h.size, h.contentType, h.userMetadata.mode, h.userMetadata.rdev], [0, "inode/chardevice", String(S_IFCHR | 0o666), String((1 << 8) | 3)]);
+    assert.equal((await t.store.headObject("bkt", "dev/pipe")).contentType, "inode/fifo");
+    // What they refuse.
+    await rejectsWith(fs.mknod("/bkt/dev/pipe", S_IFIFO | 0o600), "EEXIST");
+    await rejectsWith(fs.mknod("/bkt/dev/reg", S_IFREG | 0o600), "EINVAL");
+    await rejectsWith(fs.mknod("/bkt/dev/d", S_IFDIR | 0o700), "EINVAL");
+    await rejectsWith(fs.mknod("/bkt/nodir/p", S_IFIFO | 0o600), "ENOENT");
+    await rejectsWith(fs.open("/bkt/dev/pipe"), "ENXIO");
+    await rejectsWith(fs.truncate("/bkt/dev/pipe", 10), "EINVAL");
+    await rejectsWith(fs.mkdir("/bkt/dev/pipe/x"), "ENOTDIR");
+    await rejectsWith(fs.rename("/bkt/dev", "/bkt/dev/pipe"), "EINVAL");
+    // chmod and chown keep the type; rename moves them; unlink removes them.
+    await fs.setattr("/bkt/dev/pipe", { mode: 0o600, uid: 7 });
+    assert.equal((await fs.getattr("/bkt/dev/pipe")).mode, S_IFIFO | 0o600);
+    await fs.rename("/bkt/dev/pipe", "/bkt/pipe2");
+    assert.equal((await fs.getattr("/bkt/pipe2")).mode, S_IFIFO | 0o600);
+    await rejectsWith(fs.rename("/bkt/dev", "/bkt/pipe2"), "ENOTDIR");
+    await fs.rename("/bkt/dev/sock", "/bkt/pipe2");
+    assert.equal((await fs.getattr("/bkt/pipe2")).mode & S_IFMT, S_IFSOCK, "a special file replaces another");
+    await fs.unlink("/bkt/pipe2");
+    await rejectsWith(fs.getattr("/bkt/pipe2"), "ENOENT");
     await assertClean(t.store);
   });
 });

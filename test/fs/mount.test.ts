@@ -17,7 +17,7 @@ import { readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 
 const execFileP = promisify(execFile);
 const BIN = "dist/src/cli/main.js";
@@ -295,6 +295,35 @@ test("S3 and the mount see each other: put shows up as a file, a file as an obje
     assert.equal(readFileSync(join(w.mnt, "media/clips/b.txt"), "utf8"), "overwritten through S3, longer");
     ino = (await stat(join(w.mnt, "media/clips/b.txt"))).ino;
     assert.ok(ino > 0);
+
+    // Special files: a FIFO made on the mount is an empty object with its mode, and a pipe there.
+    mkdirSync(join(w.mnt, "media/special"));
+    await execFileP("mkfifo", ["-m", "0640", join(w.mnt, "media/special/pipe")]);
+    const head = await gw.s3.send(new HeadObjectCommand({ Bucket: "media", Key: "special/pipe" }));
+    assert.equal(head.ContentType, "inode/fifo");
+    assert.equal(head.ContentLength, 0);
+    assert.equal(Number(head.Metadata?.mode), 0o010640, "the object records the FIFO's type and mode");
+    const piped = await execFileP("sh", ["-c", `echo through-the-pipe > '${join(w.mnt, "media/special/pipe")}' & cat '${join(w.mnt, "media/special/pipe")}'; wait`], { timeout: 10_000 });
+    assert.equal(piped.stdout, "through-the-pipe\n");
+    // The mount is nosuid and nodev: modes and owners are whatever S3 writers put there, so a
+    // device node (here one naming /dev/null, 1:3) never opens a device.
+    assert.match(readFileSync("/proc/self/mounts", "utf8").split("\n").find((l) => l.includes(` ${w.mnt} `)) ?? "", /\bnosuid\b.*\bnodev\b|\bnodev\b.*\bnosuid\b/);
+    await gw.s3.send(new PutObjectCommand({ Bucket: "media", Key: "special/null", Body: Buffer.alloc(0), Metadata: { mode: String(0o020666), rdev: String((1 << 8) | 3) } }));
+    const dev = await stat(join(w.mnt, "media/special/null"));
+    assert.ok(dev.isCharacterDevice(), "an object with a character-device mode shows as one");
+    assert.equal(dev.rdev, (1 << 8) | 3);
+    assert.throws(() => readFileSync(join(w.mnt, "media/special/null")), /EACCES/, "nodev: the device cannot be opened");
+    // rsync -a copies a tree holding a FIFO, and a second run finds nothing to do.
+    if (missingTools(["rsync"]).length === 0) {
+      const tree = join(w.local, "with-fifo");
+      mkdirSync(tree);
+      writeFileSync(join(tree, "plain.txt"), "plain\n");
+      await execFileP("mkfifo", [join(tree, "fifo")]);
+      await execFileP("rsync", ["-a", `${tree}/`, join(w.mnt, "media/rs") + "/"]);
+      assert.ok(statSync(join(w.mnt, "media/rs/fifo")).isFIFO());
+      const again = await execFileP("rsync", ["-a", "-i", `${tree}/`, join(w.mnt, "media/rs") + "/"]);
+      assert.equal(again.stdout, "", "the second rsync -a changes nothing");
+    }
   } finally {
     assert.equal(await gw.stop(), 0, gw.stderr());
   }
