@@ -153,6 +153,8 @@ class OpenFile {
   attrs: SetAttr = {};
   handles = 0;
   unlinked = false;
+  /** The file's attributes when it was unlinked (or replaced by a rename): what fstat shows after. */
+  lastStat: Stat | undefined;
   chain: Promise<void> = Promise.resolve();
   /** MD5 of the content while it has been written sequentially from 0 (then it is the ETag). */
   seq: { hash: Hash; pos: number } | undefined;
@@ -318,6 +320,38 @@ export class StowageFs {
       if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
       return this.#statOfEntry(p, e);
     });
+  }
+
+  /**
+   * fstat(2): the attributes of the file open as `fh` — also after it was unlinked or replaced by a
+   * rename (its handles keep reading and writing it until the last is closed; then it is gone).
+   */
+  async fgetattr(fh: number): Promise<Stat> {
+    return this.#op("fgetattr", async () => {
+      const f = this.#handle(fh).file;
+      if (!f.unlinked) return this.getattr(f.path.path);
+      const s: Stat = { ...(f.lastStat ?? statOf(f.bucket, f.path.key, undefined, false, this.#d, this.#now())), nlink: 0 };
+      this.#applyOpen(s, f);
+      return s;
+    });
+  }
+
+  /** fchmod/fchown/futimens through `fh`; an unlinked file keeps them in memory only. */
+  async fsetattr(fh: number, attrs: SetAttr): Promise<void> {
+    return this.#op("fsetattr", async () => {
+      const f = this.#handle(fh).file;
+      if (!f.unlinked) return this.setattr(f.path.path, attrs);
+      const { size, ...rest } = attrs;
+      if (size !== undefined) this.#truncateOpen(f, size);
+      f.attrs = { ...f.attrs, ...rest };
+    });
+  }
+
+  /** An open file whose name is gone: its handles go on with what they hold; it is never stored again. */
+  #orphan(f: OpenFile, version: ObjectVersion | undefined): void {
+    f.unlinked = true;
+    f.lastStat = version === undefined ? undefined : statOf(f.bucket, f.path.key, version, false, this.#d);
+    this.#files.delete(f.path.path);
   }
 
   /** lookup is getattr by path (the front ends keep the path of each node). */
@@ -549,6 +583,10 @@ export class StowageFs {
         f.seq.hash.update(data);
         f.seq.pos += data.length;
       } else if (data.length > 0) f.seq = undefined;
+      if (f.unlinked && f.dirtyBytes + data.length > this.#maxDirtyPerFile) {
+        // Nothing stores an unlinked file's bytes: they stay in memory, within the per-file bound.
+        throw new FsError("ENOSPC", `${f.path.path} was unlinked: it keeps at most ${this.#maxDirtyPerFile} written bytes (in memory)`);
+      }
       f.dirty.write(at, data, options.owned === true);
       f.size = Math.max(f.size, at + data.length);
       f.mtimeMs = this.#now();
@@ -568,7 +606,7 @@ export class StowageFs {
     let largest: OpenFile | undefined;
     for (const f of this.#files.values()) {
       total += f.dirtyBytes;
-      if (largest === undefined || f.dirtyBytes > largest.dirtyBytes) largest = f;
+      if (!f.unlinked && (largest === undefined || f.dirtyBytes > largest.dirtyBytes)) largest = f;
     }
     if (total > this.#maxDirtyBytes && largest !== undefined) await this.#flush(largest);
   }
@@ -806,17 +844,15 @@ export class StowageFs {
       if (p.bucket === undefined || p.key === "") throw new FsError("EISDIR", `${p.path} is a directory`);
       const f = this.#files.get(p.path);
       if (f !== undefined) await f.chain;
+      let removed: ObjectVersion | undefined;
       await this.#namespace(async (tx) => {
         const e = await this.#entry(tx, p);
         if (e === undefined) throw new FsError("ENOENT", `${p.path} does not exist`);
         if (!isLeaf(e)) throw new FsError("EISDIR", `${p.path} is a directory`);
+        removed = e.version;
         return { deletes: [{ bucket: p.bucket!, key: p.key }], empties: await this.#keepParent(tx, parentOf(p), (k) => k === p.key) };
       });
-      if (f !== undefined) {
-        // Open handles keep reading what they had; their writes are dropped.
-        f.unlinked = true;
-        this.#files.delete(p.path);
-      }
+      if (f !== undefined) this.#orphan(f, removed);
     });
   }
 
@@ -836,12 +872,14 @@ export class StowageFs {
       // Make what open files hold visible first; they follow the rename.
       const affected = [...this.#files.values()].filter((f) => f.path.path === src.path || f.path.path.startsWith(src.path + "/") || f.path.path === dst.path);
       await Promise.all(affected.map((f) => this.#flush(f)));
+      let replaced: ObjectVersion | undefined;
       await this.#namespace(async (tx) => {
         const s = await this.#entry(tx, src);
         if (s === undefined) throw new FsError("ENOENT", `${src.path} does not exist`);
         await this.#mustBeDir(tx, parentOf(dst));
         const d = await this.#entry(tx, dst);
         if (d !== undefined && options.noReplace === true) throw new FsError("EEXIST", `${dst.path} exists`);
+        replaced = d !== undefined && isLeaf(d) ? d.version : undefined;
         const removedFromSrcParent = new Set<string>();
         const plan: NamespacePlan = { deletes: [], moves: [], empties: [] };
         const to = (key: string): ObjectRef => ({ bucket: dst.bucket!, key });
@@ -886,7 +924,7 @@ export class StowageFs {
         if (this.#files.get(f.path.path) !== f) continue;
         this.#files.delete(f.path.path);
         if (f.path.path === dst.path && f.path.path !== src.path) {
-          f.unlinked = true; // replaced by the rename
+          this.#orphan(f, replaced); // replaced by the rename
           continue;
         }
         const np = parsePath(dst.path + f.path.path.slice(src.path.length));

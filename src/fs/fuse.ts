@@ -31,6 +31,7 @@ import {
   DT_SOCK,
   DT_REG,
   Fattr,
+  GETATTR_FH,
   IN_HEADER_SIZE,
   Init,
   Op,
@@ -92,6 +93,8 @@ class Node {
   lookups = 0;
   readonly children = new Map<string, Node>();
   detached = false;
+  /** StowageFs handles open on this node (so that an unlinked file still answers getattr). */
+  readonly handles = new Set<number>();
   constructor(
     readonly id: bigint,
     public parent: Node | undefined,
@@ -257,6 +260,12 @@ class FuseSession {
     return n;
   }
 
+  /** A handle still open on a node whose name is gone (it answers for the file), if any. */
+  #handleOfUnlinked(id: bigint): number | undefined {
+    const n = this.#nodes.get(id);
+    return n?.detached === true ? n.handles.values().next().value : undefined;
+  }
+
   #detach(parent: Node, name: string): void {
     const n = parent.children.get(name);
     if (n === undefined) return;
@@ -307,8 +316,17 @@ class FuseSession {
         return this.#run(h, "lookup", () => this.#entryOrNegative(h.nodeid, name!));
       }
       case Op.GETATTR: {
-        // With GETATTR_FH too: an open file's attributes are its path's (StowageFs applies open state).
-        return this.#run(h, "getattr", async () => [attrOut(attrOf(await this.#fs.getattr(this.#path(this.#node(h.nodeid)))), this.#valid)]);
+        // fuse_getattr_in: getattr_flags, dummy, fh. With GETATTR_FH (fstat) the handle answers,
+        // which also works once the file was unlinked.
+        const byHandle = (a.readUInt32LE(0) & GETATTR_FH) !== 0;
+        const fh = u64(a, 8);
+        return this.#run(h, "getattr", async () => {
+          // fstat of an unlinked file comes without the flag (the kernel has no file at hand there):
+          // any handle still open on the node answers for it.
+          const viaHandle = byHandle ? fh : this.#handleOfUnlinked(h.nodeid);
+          const st = viaHandle !== undefined ? await this.#fs.fgetattr(viaHandle) : await this.#fs.getattr(this.#path(this.#node(h.nodeid)));
+          return [attrOut(attrOf(st), this.#valid)];
+        });
       }
       case Op.SETATTR:
         return this.#run(h, "setattr", () => this.#setattr(h, a));
@@ -368,7 +386,12 @@ class FuseSession {
         return this.#fail(h, "link", new FsError("EPERM", "hard links are not supported"));
       case Op.OPEN: {
         const flags = a.readUInt32LE(0);
-        return this.#run(h, "open", async () => [openOut(await this.#fs.open(this.#path(this.#node(h.nodeid)), flags), 0)]);
+        return this.#run(h, "open", async () => {
+          const node = this.#node(h.nodeid);
+          const fh = await this.#fs.open(this.#path(node), flags);
+          node.handles.add(fh);
+          return [openOut(fh, 0)];
+        });
       }
       case Op.CREATE: {
         const flags = a.readUInt32LE(0);
@@ -379,6 +402,7 @@ class FuseSession {
           const fh = await this.#fs.open(this.#childPath(parent, name!), flags | O_CREAT, mode & 0o7777, owner(h));
           try {
             const [entry] = await this.#entry(parent, name!);
+            parent.children.get(name!)?.handles.add(fh);
             return [entry!, openOut(fh, 0)];
           } catch (err) {
             await this.#fs.release(fh).catch(() => undefined);
@@ -402,8 +426,11 @@ class FuseSession {
       }
       case Op.STATFS:
         return this.#run(h, "statfs", async () => [statfsOut(scaleStatfs(await this.#fs.statfs()))]);
-      case Op.RELEASE:
-        return this.#run(h, "release", async () => (await this.#fs.release(u64(a, 0)), []));
+      case Op.RELEASE: {
+        const fh = u64(a, 0);
+        this.#nodes.get(h.nodeid)?.handles.delete(fh);
+        return this.#run(h, "release", async () => (await this.#fs.release(fh), []));
+      }
       case Op.FLUSH:
         return this.#run(h, "flush", async () => (await this.#fs.flush(u64(a, 0)), []));
       case Op.FSYNC:
@@ -465,11 +492,15 @@ class FuseSession {
     if ((valid & Fattr.GID) !== 0) attrs.gid = a.readUInt32LE(80);
     if ((valid & Fattr.MTIME_NOW) !== 0) attrs.mtimeMs = Date.now();
     else if ((valid & Fattr.MTIME) !== 0) attrs.mtimeMs = u64(a, 40) * 1000 + a.readUInt32LE(60) / 1e6;
-    const path = this.#path(this.#node(h.nodeid));
-    if (size !== undefined) {
-      if ((valid & Fattr.FH) !== 0) await this.#fs.ftruncate(fh, size);
-      else await this.#fs.truncate(path, size);
+    const viaHandle = (valid & Fattr.FH) !== 0 ? fh : this.#handleOfUnlinked(h.nodeid);
+    if (viaHandle !== undefined) {
+      // ftruncate, or any change to a file unlinked while open (fchmod comes without the flag).
+      if (size !== undefined) await this.#fs.ftruncate(viaHandle, size);
+      if (Object.keys(attrs).length > 0) await this.#fs.fsetattr(viaHandle, attrs);
+      return [attrOut(attrOf(await this.#fs.fgetattr(viaHandle)), this.#valid)];
     }
+    const path = this.#path(this.#node(h.nodeid));
+    if (size !== undefined) await this.#fs.truncate(path, size);
     if (Object.keys(attrs).length > 0) await this.#fs.setattr(path, attrs);
     return [attrOut(attrOf(await this.#fs.getattr(path)), this.#valid)];
   }

@@ -324,6 +324,43 @@ test("special files: mknod of FIFOs, devices and sockets are empty objects with 
   });
 });
 
+test("a file unlinked while open: its handles read, write and fstat it until closed; memory bounded", async () => {
+  await withFs(
+    async (fs, t) => {
+      await writeFile(fs, "/bkt/tmp", Buffer.from("hello world"));
+      const fh = await fs.open("/bkt/tmp", O_RDWR);
+      await fs.setattr("/bkt/tmp", { mode: 0o600 });
+      await fs.unlink("/bkt/tmp");
+      await rejectsWith(fs.getattr("/bkt/tmp"), "ENOENT");
+      let st = await fs.fgetattr(fh);
+      assert.deepEqual([st.size, st.nlink, st.mode], [11, 0, S_IFREG | 0o600], "fstat shows the unlinked file");
+      await fs.write(fh, 11, Buffer.from("!!"));
+      await fs.fsetattr(fh, { mode: 0o640 });
+      await fs.ftruncate(fh, 5);
+      st = await fs.fgetattr(fh);
+      assert.deepEqual([st.size, st.mode], [5, S_IFREG | 0o640]);
+      assert.equal((await fs.read(fh, 0, 100)).toString(), "hello");
+      // Its bytes live in memory only: past the per-file bound, writes fail instead of growing.
+      await fs.write(fh, 0, Buffer.alloc(40_000));
+      await rejectsWith(fs.write(fh, 40_000, Buffer.alloc(20_000)), "ENOSPC");
+      await fs.release(fh);
+      await rejectsWith(fs.getattr("/bkt/tmp"), "ENOENT");
+      assert.deepEqual((await t.store.listObjects("bkt")).objects.map((o) => o.key), [], "nothing of it was stored");
+      // A file replaced by a rename is the same for its open handles.
+      await writeFile(fs, "/bkt/a", Buffer.from("old"));
+      await writeFile(fs, "/bkt/b", Buffer.from("new"));
+      const old = await fs.open("/bkt/a", O_RDONLY);
+      await fs.rename("/bkt/b", "/bkt/a");
+      assert.equal((await fs.fgetattr(old)).nlink, 0);
+      assert.equal((await fs.read(old, 0, 10)).toString(), "old");
+      await fs.release(old);
+      assert.equal((await readFile(fs, "/bkt/a")).toString(), "new");
+      await assertClean(t.store);
+    },
+    { maxDirtyPerFile: 50_000 },
+  );
+});
+
 test("symlinks, attributes, inode numbers, statfs", async () => {
   await withFs(async (fs, t) => {
     await writeFile(fs, "/bkt/target", Buffer.from("t"));

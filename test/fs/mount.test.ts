@@ -12,7 +12,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -313,6 +313,23 @@ test("S3 and the mount see each other: put shows up as a file, a file as an obje
     assert.ok(dev.isCharacterDevice(), "an object with a character-device mode shows as one");
     assert.equal(dev.rdev, (1 << 8) | 3);
     assert.throws(() => readFileSync(join(w.mnt, "media/special/null")), /EACCES/, "nodev: the device cannot be opened");
+    // A file unlinked while open: fstat, fchmod, ftruncate and reads go on through the descriptor.
+    const tmp = join(w.mnt, "media/special/tmp");
+    const fd = openSync(tmp, "w+");
+    try {
+      writeSync(fd, "hello world");
+      unlinkSync(tmp);
+      assert.deepEqual([fstatSync(fd).size, fstatSync(fd).nlink], [11, 0], "fstat after unlink");
+      fchmodSync(fd, 0o640);
+      assert.equal(fstatSync(fd).mode & 0o7777, 0o640);
+      ftruncateSync(fd, 5);
+      const back = Buffer.alloc(16);
+      assert.equal(readSync(fd, back, 0, 16, 0), 5);
+      assert.equal(back.subarray(0, 5).toString(), "hello");
+    } finally {
+      closeSync(fd);
+    }
+    assert.equal(existsSync(tmp), false);
     // rsync -a copies a tree holding a FIFO, and a second run finds nothing to do.
     if (missingTools(["rsync"]).length === 0) {
       const tree = join(w.local, "with-fifo");
