@@ -95,6 +95,8 @@ export interface DirEntry {
   name: string;
   type: EntryType;
   ino: number;
+  /** The entry's attributes as getattr would give them (from the same listing: no extra lookup for files). */
+  stat: Stat;
 }
 
 export interface StatFs {
@@ -364,7 +366,10 @@ export class StowageFs {
       const p = parsePath(path);
       const meta = this.store.meta;
       if (p.bucket === undefined) {
-        return (await meta.listBuckets()).map((b) => ({ name: b.name, type: "dir" as const, ino: hashIno(b.name, "") }));
+        return (await meta.listBuckets()).map((b) => {
+          const stat = { ...statOf(b.name, "", undefined, true, this.#d, b.created), ino: hashIno(b.name, "") };
+          return { name: b.name, type: "dir" as const, ino: stat.ino, stat };
+        });
       }
       await this.#mustBeDir(meta, p);
       const prefix = dirPrefix(p.key);
@@ -377,15 +382,26 @@ export class StowageFs {
           const name = o.key.slice(prefix.length);
           if (!validName(name) || out.has(name)) continue;
           const s = statOf(p.bucket, o.key, o, false, this.#d);
-          out.set(name, { name, type: typeOfMode(s.mode), ino: s.ino });
+          const f = this.#files.get(`${p.path === "/" ? "" : p.path}/${name}`);
+          if (f !== undefined) this.#applyOpen(s, f);
+          out.set(name, { name, type: typeOfMode(s.mode), ino: s.ino, stat: s });
         }
         for (const cp of page.commonPrefixes) {
           const name = cp.slice(prefix.length, -1);
           if (!validName(name)) continue;
           const key = cp.slice(0, -1);
           const marker = await meta.getCurrent(p.bucket, cp);
-          const s = statOf(p.bucket, key, marker?.deleteMarker === false ? marker : undefined, true, this.#d);
-          out.set(name, { name, type: "dir", ino: s.ino });
+          let seen: number | undefined;
+          if (marker === undefined || marker.deleteMarker) {
+            // An implied directory shows the time of its first key (as getattr does).
+            for await (const h of meta.listCurrent(p.bucket, { prefix: cp })) {
+              if (h.deleteMarker) continue;
+              seen = h.lastModified;
+              break;
+            }
+          }
+          const s = statOf(p.bucket, key, marker?.deleteMarker === false ? marker : undefined, true, this.#d, seen);
+          out.set(name, { name, type: "dir", ino: s.ino, stat: s });
         }
         token = page.isTruncated ? page.nextContinuationToken : undefined;
       } while (token !== undefined);

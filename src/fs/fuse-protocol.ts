@@ -62,6 +62,8 @@ export const Init = {
   ATOMIC_O_TRUNC: 1 << 3,
   BIG_WRITES: 1 << 5,
   AUTO_INVAL_DATA: 1 << 12,
+  DO_READDIRPLUS: 1 << 13,
+  READDIRPLUS_AUTO: 1 << 14,
   PARALLEL_DIROPS: 1 << 18,
   MAX_PAGES: 1 << 22,
 } as const;
@@ -277,6 +279,21 @@ export function writeDirent(b: Buffer, at: number, ino: number, off: number, typ
   const size = direntSize(name.length);
   b.fill(0, at + 24 + name.length, at + size);
   return size;
+}
+
+/** Size of one fuse_direntplus (an entry_out, then a dirent), 8-byte aligned. */
+export function direntPlusSize(nameBytes: number): number {
+  return ENTRY_OUT_SIZE + direntSize(nameBytes);
+}
+
+/**
+ * Writes one fuse_direntplus at `at`: the entry (node 0 for `.` and `..`, which the kernel then
+ * leaves alone) and the dirent. Returns its size.
+ */
+export function writeDirentPlus(b: Buffer, at: number, nodeid: bigint, attr: Attr | undefined, validSeconds: number, ino: number, off: number, type: number, name: Buffer): number {
+  if (attr === undefined) b.fill(0, at, at + ENTRY_OUT_SIZE);
+  else entryOut(nodeid, attr, validSeconds).copy(b, at);
+  return ENTRY_OUT_SIZE + writeDirent(b, at + ENTRY_OUT_SIZE, ino, off, type, name);
 }
 
 export function outHeader(len: number, error: number, unique: bigint): Buffer {

@@ -29,6 +29,8 @@ import {
   DT_FIFO,
   DT_LNK,
   DT_SOCK,
+  direntPlusSize,
+  writeDirentPlus,
   DT_REG,
   Fattr,
   GETATTR_FH,
@@ -137,7 +139,8 @@ class FuseSession {
   readonly #rootPath: string;
   readonly #nodes = new Map<bigint, Node>();
   #nextNode = 2n;
-  readonly #dirs = new Map<number, Array<{ name: Buffer; ino: number; type: number }>>();
+  /** Open directories: their listing as of opendir (`.` and `..` carry no attributes). */
+  readonly #dirs = new Map<number, { node: Node; list: Array<{ name: Buffer; ino: number; type: number; attr?: Attr }> }>();
   #nextDir = 1;
   readonly #valid: number;
   readonly #options: FuseMountOptions;
@@ -438,7 +441,8 @@ class FuseSession {
       case Op.OPENDIR:
         return this.#run(h, "opendir", () => this.#opendir(h));
       case Op.READDIR:
-        return this.#readdir(h, u64(a, 0), u64(a, 8), a.readUInt32LE(16));
+      case Op.READDIRPLUS:
+        return this.#readdir(h, u64(a, 0), u64(a, 8), a.readUInt32LE(16), h.opcode === Op.READDIRPLUS);
       case Op.RELEASEDIR:
         this.#dirs.delete(u64(a, 0));
         return this.#send(h, 0);
@@ -459,7 +463,7 @@ class FuseSession {
       this.#send(h, -22);
       return;
     }
-    const wanted = Init.ASYNC_READ | Init.ATOMIC_O_TRUNC | Init.BIG_WRITES | Init.AUTO_INVAL_DATA | Init.PARALLEL_DIROPS | Init.MAX_PAGES;
+    const wanted = Init.ASYNC_READ | Init.ATOMIC_O_TRUNC | Init.BIG_WRITES | Init.AUTO_INVAL_DATA | Init.PARALLEL_DIROPS | Init.MAX_PAGES | Init.DO_READDIRPLUS;
     const maxPages = FUSE_MAX_WRITE / 4096;
     this.#send(
       h,
@@ -531,22 +535,34 @@ class FuseSession {
     const list = [
       { name: Buffer.from("."), ino: self.ino, type: DT_DIR },
       { name: Buffer.from(".."), ino: 1, type: DT_DIR },
-      ...entries.map((e) => ({ name: Buffer.from(e.name, "utf8"), ino: e.ino, type: direntType(e) })),
+      ...entries.map((e) => ({ name: Buffer.from(e.name, "utf8"), ino: e.ino, type: direntType(e), attr: attrOf(e.stat) })),
     ];
     const fh = this.#nextDir++;
-    this.#dirs.set(fh, list);
+    this.#dirs.set(fh, { node, list });
     return [openOut(fh, 0)];
   }
 
-  #readdir(h: InHeader, fh: number, offset: number, size: number): void {
-    const list = this.#dirs.get(fh);
-    if (list === undefined) return this.#send(h, -9);
+  /**
+   * READDIR, or READDIRPLUS (`plus`): each entry with its attributes, which spares the kernel a
+   * LOOKUP per entry (ls -l, find, rsync). Every entry sent with a node counts as a lookup of it
+   * (the kernel will FORGET it), so nodes are remembered only for entries that fit in the reply.
+   */
+  #readdir(h: InHeader, fh: number, offset: number, size: number, plus: boolean): void {
+    const dir = this.#dirs.get(fh);
+    if (dir === undefined) return this.#send(h, -9);
+    const { node, list } = dir;
     const out = Buffer.alloc(size);
     let used = 0;
     for (let i = offset; i < list.length; i++) {
       const e = list[i]!;
-      if (used + direntSize(e.name.length) > size) break;
-      used += writeDirent(out, used, e.ino, i + 1, e.type, e.name);
+      if (!plus) {
+        if (used + direntSize(e.name.length) > size) break;
+        used += writeDirent(out, used, e.ino, i + 1, e.type, e.name);
+        continue;
+      }
+      if (used + direntPlusSize(e.name.length) > size) break;
+      const child = e.attr === undefined || node.detached ? undefined : this.#remember(node, e.name.toString("utf8"));
+      used += writeDirentPlus(out, used, child?.id ?? 0n, child === undefined ? undefined : e.attr, this.#valid, e.ino, i + 1, e.type, e.name);
     }
     this.#send(h, 0, out.subarray(0, used));
   }

@@ -361,6 +361,27 @@ test("a file unlinked while open: its handles read, write and fstat it until clo
   );
 });
 
+test("readdir gives each entry the attributes getattr gives it (FUSE READDIRPLUS answers from them)", async () => {
+  await withFs(async (fs, t) => {
+    await fs.mkdir("/bkt/d");
+    await fs.mkdir("/bkt/d/explicit", 0o700);
+    await t.store.putObject("bkt", "d/implied/x", [Buffer.from("x")]);
+    await writeFile(fs, "/bkt/d/file", Buffer.from("12345"));
+    await fs.setattr("/bkt/d/file", { mode: 0o600, mtimeMs: 1_600_000_000_000 });
+    await fs.symlink("file", "/bkt/d/link");
+    await fs.mknod("/bkt/d/pipe", S_IFIFO | 0o644);
+    const open = await fs.open("/bkt/d/file", O_RDWR);
+    await fs.write(open, 5, Buffer.from("678")); // not flushed: the listing must show the open size
+    const listed = await fs.readdir("/bkt/d");
+    assert.deepEqual(listed.map((e) => e.name).sort(), ["explicit", "file", "implied", "link", "pipe"]);
+    for (const e of listed) assert.deepEqual(e.stat, await fs.getattr(`/bkt/d/${e.name}`), `${e.name}: readdir's stat is getattr's`);
+    assert.equal(listed.find((e) => e.name === "file")!.stat.size, 8);
+    assert.ok(listed.find((e) => e.name === "implied")!.stat.mtimeMs > 0, "an implied directory shows its first key's time");
+    await fs.release(open);
+    for (const e of await fs.readdir("/")) assert.deepEqual(e.stat, await fs.getattr(`/${e.name}`), `bucket ${e.name}`);
+  });
+});
+
 test("symlinks, attributes, inode numbers, statfs", async () => {
   await withFs(async (fs, t) => {
     await writeFile(fs, "/bkt/target", Buffer.from("t"));
