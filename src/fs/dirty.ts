@@ -83,6 +83,15 @@ export class DirtyRanges {
     this.bytes = bytes;
   }
 
+  /** True when any dirty byte falls in [start, end). */
+  overlaps(start: number, end: number): boolean {
+    for (const r of this.ranges) {
+      if (r.start >= end) return false;
+      if (r.end > start) return true;
+    }
+    return false;
+  }
+
   /** Copies the dirty bytes that fall in [offset, offset + out.length) into `out`, below `limit`. */
   overlay(out: Buffer, offset: number, limit = Infinity): void {
     const end = Math.min(offset + out.length, limit);

@@ -585,6 +585,26 @@ export class StowageFs {
   }
 
   /**
+   * read(2) as pieces: where nothing written is pending in the range, the chunks' own bytes
+   * (subarrays shared with the chunk cache: read-only) without copying them into one buffer — the
+   * FUSE front end writes them out with one writev. Otherwise one piece, as {@link read}.
+   */
+  async readv(fh: number, offset: number, length: number): Promise<Buffer[]> {
+    return this.#op("read", async () => {
+      const { file: f, flags } = this.#handle(fh);
+      if ((flags & O_ACCMODE) === O_WRONLY) throw new FsError("EBADF", "file not open for reading");
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new FsError("EINVAL", "bad offset or length");
+      const end = Math.min(offset + length, f.size);
+      if (end <= offset) return [];
+      const limit = Math.min(f.base.size, f.truncLow ?? Infinity, f.flushing?.truncLow ?? Infinity);
+      if (end > limit || f.dirty.overlaps(offset, end) || f.flushing?.dirty.overlaps(offset, end) === true) return [await this.read(fh, offset, length)];
+      const out: Buffer[] = [];
+      for await (const b of readManifest(this.store.meta, this.store.reader, f.base.manifest, { start: offset, end }, f.path.path)) out.push(b);
+      return out;
+    });
+  }
+
+  /**
    * pwrite(2) through handle `fh`. The bytes are copied, unless `options.owned`: then the view keeps
    * `data` itself until it is stored (the caller hands it over and must not change it; the FUSE
    * front end does, saving a copy of every write).

@@ -417,7 +417,7 @@ class FuseSession {
         const fh = u64(a, 0);
         const offset = u64(a, 8);
         const size = a.readUInt32LE(16);
-        return this.#run(h, "read", async () => [await this.#fs.read(fh, offset, size)]);
+        return this.#run(h, "read", () => this.#fs.readv(fh, offset, size));
       }
       case Op.WRITE: {
         const fh = u64(a, 0);

@@ -6,8 +6,11 @@
  * cache first (a cached chunk is never fetched); the others are grouped into *runs* — consecutive
  * locations in the same pack blob, each starting where the previous one ends — and each run is one
  * ranged GET of at most `maxRequestBytes` (a single record larger than that is one GET of its own).
- * A chunk that appears again while its first occurrence is still queued is served from that one
- * fetch. GETs are issued ahead of the consumer, at most `readAhead` requests beyond the one being
+ * A chunk that appears again while a fetch of it is under way — queued in the same read, or
+ * fetched by another read or `readOne` running at the same time (the kernel's concurrent readahead
+ * requests on the mount overlap chunks all the time) — is served from that one fetch; each fetched
+ * record is opened as soon as its bytes arrive, so no read waits on another's consumer. GETs are
+ * issued ahead of the consumer, at most `readAhead` requests beyond the one being
  * consumed; since the generator only plans while it is being pulled, a paused consumer stops all
  * fetching. Every record is authenticated (AEAD bound to kind, method and id) and decompressed to
  * exactly its raw length before it is yielded or cached; failures are `STOWAGE_INTEGRITY` naming
@@ -77,21 +80,19 @@ interface CachedSlot {
 interface FetchSlot {
   type: "fetch";
   loc: ChunkLocation;
-  key: string;
   req: Request;
-  /** Alias slots queued behind this one. */
-  aliases: number;
-  /** Kept after consumption while aliases wait for it. */
-  value: Buffer | undefined;
+  /** The record's plaintext, opened as soon as its request's bytes arrive. */
+  value: Promise<Buffer>;
 }
 
-interface AliasSlot {
-  type: "alias";
+/** A chunk being fetched already (by this read, or by another read of this reader). */
+interface SharedSlot {
+  type: "shared";
   loc: ChunkLocation;
-  target: FetchSlot;
+  value: Promise<Buffer>;
 }
 
-type Slot = CachedSlot | FetchSlot | AliasSlot;
+type Slot = CachedSlot | FetchSlot | SharedSlot;
 
 function invalid(what: string): StowageError {
   return new StowageError("STOWAGE_INVALID_ARGUMENT", what);
@@ -171,6 +172,8 @@ export class PackReader {
   #bytesFetched = 0;
   #cacheHits = 0;
   #cacheMisses = 0;
+  /** Records being fetched and opened now, by cache key (settled ones are in the cache). */
+  readonly #inflight = new Map<string, Promise<Buffer>>();
 
   constructor(backend: BlobBackend, keys: RepositoryKeys, options: PackReaderOptions = {}) {
     this.#backend = backend;
@@ -202,19 +205,37 @@ export class PackReader {
       this.#cacheHits++;
       return cached;
     }
+    const shared = this.#inflight.get(key);
+    if (shared !== undefined) {
+      this.#cacheHits++;
+      return shared;
+    }
     this.#cacheMisses++;
-    const bytes = await this.#get(location.blobKey, location.packId, location.offset, location.storedLength);
-    const plain = openRecord(this.#keys, recordRef(location), bytes, location.packId);
-    this.#cache.set(key, plain);
-    return plain;
+    return this.#share(
+      key,
+      this.#get(location.blobKey, location.packId, location.offset, location.storedLength).then((bytes) => openRecord(this.#keys, recordRef(location), bytes, location.packId)),
+    );
+  }
+
+  /** Registers `value` as the fetch of `key` under way: others share it; once opened it is cached. */
+  #share(key: string, value: Promise<Buffer>): Promise<Buffer> {
+    this.#inflight.set(key, value);
+    value.then(
+      (plain) => {
+        if (this.#inflight.get(key) === value) this.#inflight.delete(key);
+        this.#cache.set(key, plain);
+      },
+      () => {
+        if (this.#inflight.get(key) === value) this.#inflight.delete(key);
+      },
+    );
+    return value;
   }
 
   /** The plaintext of each location, in order (see the module comment). */
   async *read(locations: Iterable<ChunkLocation> | AsyncIterable<ChunkLocation>): AsyncGenerator<Buffer> {
     const src = source(locations);
     const queue: Slot[] = [];
-    /** Fetch slots queued and not yet consumed, by cache key. */
-    const planned = new Map<string, FetchSlot>();
     let fetches = 0;
     let cachedBytes = 0;
     let peeked: ChunkLocation | undefined;
@@ -246,11 +267,10 @@ export class PackReader {
             cachedBytes += cached.length;
             continue;
           }
-          const target = planned.get(key);
-          if (target !== undefined) {
+          const shared = this.#inflight.get(key);
+          if (shared !== undefined) {
             this.#cacheHits++;
-            target.aliases++;
-            queue.push({ type: "alias", loc, target });
+            queue.push({ type: "shared", loc, value: shared });
             continue;
           }
           // A run: locations adjacent in the same pack, not cached, not already queued.
@@ -266,7 +286,7 @@ export class PackReader {
               next.offset !== end ||
               end + next.storedLength - loc.offset > this.#maxRequestBytes ||
               keys.includes(nextKey) ||
-              planned.has(nextKey) ||
+              this.#inflight.has(nextKey) ||
               this.#cache.has(nextKey)
             ) {
               peeked = next;
@@ -289,9 +309,16 @@ export class PackReader {
           fetches++;
           this.#cacheMisses += run.length;
           for (let i = 0; i < run.length; i++) {
-            const slot: FetchSlot = { type: "fetch", loc: run[i]!, key: keys[i]!, req, aliases: 0, value: undefined };
-            planned.set(keys[i]!, slot);
-            queue.push(slot);
+            const l = run[i]!;
+            const value = this.#share(
+              keys[i]!,
+              req.bytes.then((bytes) => {
+                const rel = l.offset - req.offset;
+                return openRecord(this.#keys, recordRef(l), bytes.subarray(rel, rel + l.storedLength), l.packId);
+              }),
+            );
+            value.catch(() => {});
+            queue.push({ type: "fetch", loc: l, req, value });
           }
         }
 
@@ -302,19 +329,14 @@ export class PackReader {
           cachedBytes -= slot.value.length;
           value = slot.value;
         } else if (slot.type === "fetch") {
-          const { req, loc } = slot;
-          if (planned.get(slot.key) === slot) planned.delete(slot.key);
-          const bytes = await req.bytes;
-          const rel = loc.offset - req.offset;
-          value = openRecord(this.#keys, recordRef(loc), bytes.subarray(rel, rel + loc.storedLength), loc.packId);
-          if (--req.remaining === 0) fetches--;
-          this.#cache.set(slot.key, value);
-          if (slot.aliases > 0) slot.value = value;
+          try {
+            value = await slot.value;
+          } finally {
+            if (--slot.req.remaining === 0) fetches--;
+          }
         } else {
-          const t = slot.target;
-          const v = t.value;
-          if (--t.aliases === 0) t.value = undefined;
-          value = v ?? (await this.readOne(slot.loc));
+          // Another fetch's failure is retried here once, so that this read reports its own error.
+          value = await slot.value.catch(() => this.readOne(slot.loc));
         }
         yield value;
       }

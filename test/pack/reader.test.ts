@@ -194,6 +194,34 @@ test("cached chunks are not fetched; a repeated chunk is fetched once; the cache
   assert.ok(max <= 100 * 1024 && max > 50 * 1024, `cache held ${max} bytes`);
 });
 
+test("concurrent reads share the fetch of a chunk (the mount's overlapping readahead requests)", async () => {
+  const keys = RepositoryKeys.generate();
+  const backend = new Counting(5);
+  const written = await writeChunks(backend, keys, Array.from({ length: 24 }, () => randomInt(1000, 20_000)));
+  // Every other chunk, so that each is its own GET; no cache: only the fetches under way are shared.
+  const locs = written.map((w) => w.loc).filter((_, i) => i % 2 === 0);
+  const reader = new PackReader(backend, keys, { cacheBytes: 0, readAhead: 8 });
+  backend.gets = [];
+  // Windows overlapping by half, all at once, as kernel readahead sends them; plus single reads.
+  const windows = [0, 2, 4, 6, 8].map((i) => locs.slice(i, i + 4));
+  const results = await Promise.all([...windows.map((w) => collect(reader.read(w))), ...locs.slice(0, 6).map((l) => reader.readOne(l))]);
+  windows.forEach((w, k) => results[k]!.forEach((b, i) => assert.ok((b as Buffer).equals(written[locs.indexOf(w[i]!) * 2]!.data), `window ${k} chunk ${i}`)));
+  locs.slice(0, 6).forEach((_, i) => assert.ok((results[windows.length + i] as Buffer).equals(written[i * 2]!.data), `readOne ${i}`));
+  assert.equal(backend.gets.length, locs.length, `${backend.gets.length} GETs for ${locs.length} distinct chunks`);
+  // Once settled nothing is shared any more: with no cache, a new read fetches again.
+  backend.gets = [];
+  await collect(reader.read(locs.slice(0, 2)));
+  assert.equal(backend.gets.length, 2);
+  // A failed shared fetch fails every read that shares it (each retries it once itself).
+  const broken = new PackReader(
+    { ...backend, location: "broken:", get: async () => { await sleep(5); throw new Error("disk on fire"); } } as unknown as BlobBackend,
+    keys,
+    { cacheBytes: 0 },
+  );
+  const failures = await Promise.allSettled([collect(broken.read(locs.slice(0, 2))), collect(broken.read(locs.slice(1, 3))), broken.readOne(locs[1]!)]);
+  assert.ok(failures.every((f) => f.status === "rejected"), "every sharer sees the failure");
+});
+
 test("a slow consumer does not cause unbounded fetching: at most readAhead requests ahead", async () => {
   const keys = RepositoryKeys.generate();
   const backend = new Counting(1);
