@@ -536,7 +536,7 @@ export class ObjectStore {
         tx.addCounters({ backendPuts: 1, backendBytesWritten: pack.size });
         this.emitEvent(tx, { kind: "pack-uploaded", key: pack.id, data: { blobKey: pack.blobKey, size: pack.size } });
       }
-    });
+    }, { internal: true });
   }
 
   /** False when the chunk's record names a write-back pack not yet uploaded. */
@@ -597,11 +597,19 @@ export class ObjectStore {
    * and then shipped to the cloud packer. `journal: "wait"` (the default) resolves only once that
    * entry and every earlier one is durable in the cloud tier; `"lazy"` does not wait (puts whose
    * intent is already durable, writes to `local` buckets). If the transaction fails, its `intents`
-   * are cancelled by an entry of their own, so recovery does not apply them.
+   * are cancelled by an entry of their own, so recovery does not apply them. A `"wait"` transaction
+   * that writes no entry (a DELETE of a key already gone) still waits until every entry committed
+   * before it is durable, since its answer rests on them — unless `internal` (pack commits and
+   * the like, which answer no client and are what makes entries durable).
    */
-  async #transaction<T>(fn: (tx: MetaTx) => Promise<T>, options: { journal?: "wait" | "lazy"; intents?: readonly string[]; onEntry?: (index: number) => void } = {}): Promise<T> {
+  async #transaction<T>(
+    fn: (tx: MetaTx) => Promise<T>,
+    options: { journal?: "wait" | "lazy"; intents?: readonly string[]; onEntry?: (index: number) => void; internal?: boolean } = {},
+  ): Promise<T> {
     const before = this.#eventsAppended;
     let entry: { index: number; plain: Buffer } | undefined;
+    /** For a transaction that writes no entry: the last entry committed before it. */
+    let seen = 0;
     const intents = options.intents ?? [];
     const run = !this.options.journal
       ? fn
@@ -610,6 +618,7 @@ export class ObjectStore {
           const rec = recordingTx(tx);
           const r = await fn(rec.tx);
           if (rec.ops.length > 0 || intents.length > 0) entry = this.#appendEntry(tx, rec.ops, intents);
+          else if (options.internal !== true) seen = await tx.journalIndex();
           this.#resolveIntents(intents);
           return r;
         };
@@ -627,6 +636,11 @@ export class ObjectStore {
         this.#shipper!.ship(entry.index, entry.plain, wait);
         options.onEntry?.(entry.index);
         if (wait) await this.#shipper!.waitDurable(entry.index);
+      } else if (seen > 0 && options.journal !== "lazy") {
+        // It changed nothing, but its answer may rest on changes not yet durable: a DELETE of a key
+        // that an earlier, unacknowledged DELETE removed must not be acknowledged before that one's
+        // entry is durable, or a crash brings the key back (found by the gateway crash test).
+        await this.#shipper!.waitDurable(seen);
       }
       if (this.#eventsAppended !== before) {
         for (const l of this.#eventListeners) {
@@ -849,7 +863,7 @@ export class ObjectStore {
         tx.addCounters({ backendPuts: 1, backendBytesWritten: p.size });
         this.emitEvent(tx, { kind: "pack-uploaded", key: p.id, data: { blobKey: p.blobKey, size: p.size } });
         return true;
-      }),
+      }, { internal: true }),
     );
   }
 

@@ -19,6 +19,7 @@ import { commitVersionRows, versionIdFor } from "../../src/store/store.js";
 import { encodeEntry, intentRecord, intentRecordId, journalRecord } from "../../src/store/journal.js";
 import { CountingBackend } from "../../src/backend/counting.js";
 import { LocalBackend } from "../../src/backend/local.js";
+import type { BlobBackend } from "../../src/backend/backend.js";
 import { Packer } from "../../src/pack/writer.js";
 import type { ObjectVersion } from "../../src/meta/types.js";
 import { bytes, collect } from "../store/helpers.js";
@@ -167,6 +168,60 @@ test("an operation that waits for the journal makes every earlier entry durable"
       assert.deepEqual(listed, ["k0", "k1", "k2", "k4", "k5", "k6", "k7", "k8", "k9"]);
     } finally {
       await r2.close();
+    }
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("a DELETE that finds nothing to delete waits until the changes it saw are durable", async () => {
+  const { root, dir, bucket } = await newRepo();
+  // The cloud tier's PUTs wait while the gate is shut: journal entries cannot become durable.
+  let open: () => void = () => undefined;
+  let gate: Promise<void> = Promise.resolve();
+  const shut = (): void => {
+    gate = new Promise<void>((r) => (open = r));
+  };
+  const gated = (b: BlobBackend): BlobBackend =>
+    new Proxy(b, {
+      get(target, prop): unknown {
+        if (prop === "put") return async (...args: Parameters<BlobBackend["put"]>) => (await gate, target.put(...args));
+        const v: unknown = Reflect.get(target, prop);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+  try {
+    const repo = await openRepository(dir, { passphrase: PASS, wrapBackend: (tier, b) => (tier === "cloud" ? gated(b) : b) });
+    const s = repo.store;
+    try {
+      await s.createBucket("bkt");
+      await s.putObject("bkt", "k", [bytes(3000, 1)]);
+      shut();
+      let firstDone = false;
+      const first = s.deleteObject("bkt", "k").then(() => (firstDone = true));
+      // The first DELETE committed locally (the key is gone here) but is not durable, so not acknowledged.
+      for (let i = 0; i < 100; i++) {
+        if (await s.headObject("bkt", "k").then(() => false, () => true)) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await assert.rejects(s.headObject("bkt", "k"));
+      let secondDone = false;
+      const second = s.deleteObject("bkt", "k").then(() => (secondDone = true));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(firstDone, false);
+      assert.equal(secondDone, false, "the second DELETE (a no-op here) is not acknowledged while the first one's entry is not durable");
+      open();
+      await Promise.all([first, second]);
+      const { dir: rec } = await recoverCopy(bucket, root, "rec");
+      const r2 = await openRepository(rec, { passphrase: PASS });
+      try {
+        await assert.rejects(r2.store.headObject("bkt", "k"), "recovered from the bucket, the acknowledged deletes hold");
+      } finally {
+        await r2.close();
+      }
+    } finally {
+      open();
+      await repo.close();
     }
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
