@@ -184,8 +184,7 @@ export function statOf(bucket: string, key: string, v: VersionHeader | undefined
   const t = mode & S_IFMT;
   const rdev = t === S_IFCHR || t === S_IFBLK ? (num(m[META_RDEV]) ?? 0) : 0;
   const ctime = v?.lastModified ?? fallbackTime;
-  const mt = num(m[META_MTIME]);
-  const mtime = mt === undefined ? ctime : Math.round(mt * 1000);
+  const mtime = parseMtime(m[META_MTIME]) ?? ctime;
   const size = dir ? 0 : (v?.size ?? 0);
   const ino = num(m[META_INO]);
   return {
@@ -204,7 +203,26 @@ export function statOf(bucket: string, key: string, v: VersionHeader | undefined
   };
 }
 
-/** `mtime` metadata from ms. */
+/**
+ * `mtime` metadata from ms: seconds with a fraction (rclone's form), to the microsecond, truncated —
+ * never rounded up across a millisecond or second, which tools that compare whole units (rsync,
+ * make) would see as a change. Whole milliseconds keep three decimals.
+ */
 export function mtimeValue(ms: number): string {
-  return (ms / 1000).toFixed(3);
+  if (!(ms >= 0)) return (ms / 1000).toFixed(3);
+  const sec = Math.floor(ms / 1000);
+  const us = Math.min(999_999, Math.floor((ms - sec * 1000) * 1000 + 1e-3));
+  const frac = String(us).padStart(6, "0");
+  return `${sec}.${us % 1000 === 0 ? frac.slice(0, 3) : frac}`;
+}
+
+/** ms from `mtime` metadata (digits parsed exactly to the microsecond; other numbers rounded to the ms). */
+export function parseMtime(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const m = /^(\d{1,15})(?:\.(\d{1,9}))?$/.exec(s.trim());
+  if (m === null) {
+    const n = num(s);
+    return n === undefined ? undefined : Math.round(n * 1000);
+  }
+  return Number(m[1]) * 1000 + Number((m[2] ?? "").padEnd(6, "0").slice(0, 6)) / 1000;
 }

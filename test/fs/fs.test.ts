@@ -384,6 +384,19 @@ test("readdir gives each entry the attributes getattr gives it (FUSE READDIRPLUS
   });
 });
 
+test("modification times keep microseconds and never round up across a millisecond", async () => {
+  await withFs(async (fs, t) => {
+    await writeFile(fs, "/bkt/f", Buffer.from("x"));
+    for (const ms of [1_795_781_949_499.6, 1_795_781_949_499 + 0.9995, 1_600_000_000_123, 1_600_000_000_000]) {
+      await fs.setattr("/bkt/f", { mtimeMs: ms });
+      const got = (await fs.getattr("/bkt/f")).mtimeMs;
+      assert.equal(Math.floor(got), Math.floor(ms), `${ms}: the millisecond is kept (rsync and make compare whole units)`);
+      assert.ok(Math.abs(got - ms) < 0.001, `${ms}: microseconds kept (got ${got})`);
+    }
+    assert.equal((await t.store.headObject("bkt", "f")).userMetadata.mtime, "1600000000.000", "whole milliseconds keep rclone's three decimals");
+  });
+});
+
 test("symlinks, attributes, inode numbers, statfs", async () => {
   await withFs(async (fs, t) => {
     await writeFile(fs, "/bkt/target", Buffer.from("t"));
