@@ -382,7 +382,7 @@ export class StowageFs {
           const name = o.key.slice(prefix.length);
           if (!validName(name) || out.has(name)) continue;
           const s = statOf(p.bucket, o.key, o, false, this.#d);
-          const f = this.#files.get(`${p.path === "/" ? "" : p.path}/${name}`);
+          const f = this.#files.get(`${p.path}/${name}`);
           if (f !== undefined) this.#applyOpen(s, f);
           out.set(name, { name, type: typeOfMode(s.mode), ino: s.ino, stat: s });
         }
@@ -561,16 +561,23 @@ export class StowageFs {
     return this.#register(p, { size: r.version.size, manifest: r.manifest }, flags);
   }
 
+  /** What a read of `fh` covers: the file, the end of the range, and where the stored bytes end. */
+  #readRange(fh: number, offset: number, length: number): { f: OpenFile; end: number; stored: number } {
+    const { file: f, flags } = this.#handle(fh);
+    if ((flags & O_ACCMODE) === O_WRONLY) throw new FsError("EBADF", "file not open for reading");
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new FsError("EINVAL", "bad offset or length");
+    const end = Math.min(offset + length, f.size);
+    // Past `stored` the base version's bytes are gone (cut by a truncate not yet flushed).
+    const stored = Math.min(f.base.size, f.truncLow ?? Infinity, f.flushing?.truncLow ?? Infinity);
+    return { f, end, stored };
+  }
+
   async read(fh: number, offset: number, length: number): Promise<Buffer> {
     return this.#op("read", async () => {
-      const { file: f, flags } = this.#handle(fh);
-      if ((flags & O_ACCMODE) === O_WRONLY) throw new FsError("EBADF", "file not open for reading");
-      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new FsError("EINVAL", "bad offset or length");
-      const end = Math.min(offset + length, f.size);
+      const { f, end, stored } = this.#readRange(fh, offset, length);
       if (end <= offset) return Buffer.alloc(0);
       const out = Buffer.alloc(end - offset);
-      let limit = Math.min(f.base.size, f.truncLow ?? Infinity, f.flushing?.truncLow ?? Infinity);
-      limit = Math.min(limit, end);
+      const limit = Math.min(stored, end);
       if (limit > offset) {
         let pos = offset;
         for await (const b of readManifest(this.store.meta, this.store.reader, f.base.manifest, { start: offset, end: limit }, f.path.path)) {
@@ -591,13 +598,9 @@ export class StowageFs {
    */
   async readv(fh: number, offset: number, length: number): Promise<Buffer[]> {
     return this.#op("read", async () => {
-      const { file: f, flags } = this.#handle(fh);
-      if ((flags & O_ACCMODE) === O_WRONLY) throw new FsError("EBADF", "file not open for reading");
-      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new FsError("EINVAL", "bad offset or length");
-      const end = Math.min(offset + length, f.size);
+      const { f, end, stored } = this.#readRange(fh, offset, length);
       if (end <= offset) return [];
-      const limit = Math.min(f.base.size, f.truncLow ?? Infinity, f.flushing?.truncLow ?? Infinity);
-      if (end > limit || f.dirty.overlaps(offset, end) || f.flushing?.dirty.overlaps(offset, end) === true) return [await this.read(fh, offset, length)];
+      if (end > stored || f.dirty.overlaps(offset, end) || f.flushing?.dirty.overlaps(offset, end) === true) return [await this.read(fh, offset, length)];
       const out: Buffer[] = [];
       for await (const b of readManifest(this.store.meta, this.store.reader, f.base.manifest, { start: offset, end }, f.path.path)) out.push(b);
       return out;
@@ -642,7 +645,7 @@ export class StowageFs {
     let largest: OpenFile | undefined;
     for (const f of this.#files.values()) {
       total += f.dirtyBytes;
-      if (!f.unlinked && (largest === undefined || f.dirtyBytes > largest.dirtyBytes)) largest = f;
+      if (largest === undefined || f.dirtyBytes > largest.dirtyBytes) largest = f;
     }
     if (total > this.#maxDirtyBytes && largest !== undefined) await this.#flush(largest);
   }
