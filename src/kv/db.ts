@@ -92,6 +92,24 @@ interface PendingWrite {
   /** A barrier runs alone, after every write queued before it. */
   barrier: (() => Promise<void>) | undefined;
   sync: boolean;
+  onApplied?: (() => void) | undefined;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** A group in the memtable that is not visible yet (it waits for a log sync, or follows one that does). */
+interface AppliedGroup {
+  /** Its sequence numbers: first and last. */
+  first: number;
+  last: number;
+  /** Its log record must be durable before it is visible. */
+  sync: boolean;
+  writers: PendingWrite[];
+}
+
+/** Someone waiting until every write applied before a point is visible (and durable where asked). */
+interface VisibilityWaiter {
+  sequence: number;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -140,6 +158,20 @@ export class Kv {
   private walNumber = 0;
   private walUnsynced = false;
   private walDirUnsynced = false;
+  /**
+   * Reads see sequences up to here: every group applied up to it is durable if it asked to be.
+   * `versions.lastSequence` is the last one applied to the memtable (at most one sync ahead).
+   */
+  private visibleSequence = 0;
+  /** Every log record up to this sequence is on stable storage. */
+  private durableSequence = 0;
+  /** The last sequence of the newest group that asked for a sync. */
+  private syncRequested = 0;
+  /** The log syncs under way (one at a time); undefined when none runs. */
+  private syncing: Promise<void> | undefined;
+  /** Groups applied and not yet visible, oldest first. */
+  private readonly applied: AppliedGroup[] = [];
+  private visibilityWaiters: VisibilityWaiter[] = [];
   private readonly queue: PendingWrite[] = [];
   private writing = false;
   private writerDone: Promise<void> = Promise.resolve();
@@ -294,6 +326,8 @@ export class Kv {
       }
     }
     vs.lastSequence = maxSeq;
+    this.visibleSequence = maxSeq;
+    this.durableSequence = maxSeq;
     const edit = new VersionEdit();
     if (mem.entries > 0) {
       const meta = await this.writeLevel0Table(mem, true);
@@ -385,8 +419,9 @@ export class Kv {
     if (this.closing) return Promise.reject(closedError());
     if (this.bgError) return Promise.reject(this.readOnlyError());
     const sync = options?.sync ?? true;
+    const onApplied = options?.onApplied;
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ batch, barrier: undefined, sync, resolve, reject });
+      this.queue.push({ batch, barrier: undefined, sync, onApplied, resolve, reject });
       if (!this.writing) this.startWriter();
     });
   }
@@ -424,6 +459,8 @@ export class Kv {
       if (head.barrier !== undefined) {
         queue.shift();
         try {
+          // A barrier sees the writes before it durable and visible (a checkpoint copies them).
+          await this.drainSyncs();
           await head.barrier();
           head.resolve();
         } catch (err) {
@@ -452,25 +489,109 @@ export class Kv {
       try {
         this.wal.addRecord(record);
         this.walUnsynced = true;
-        if (sync) {
-          if (this.walDirUnsynced) {
-            await this.fs.syncDir(this.location);
-            this.walDirUnsynced = false;
-          }
-          await this.wal.sync();
-          this.walUnsynced = false;
-        }
       } catch (err) {
         // The log's tail is unknown now: stop accepting writes (reopen to recover).
         this.setBgError(err);
         for (const w of group) w.reject(this.readOnlyError());
         continue;
       }
+      // Applied now, visible (and resolved) once durable: the sync runs while the next groups are
+      // appended and applied, and one sync covers all of them (pipelined group commit).
       const mem = this.mem;
       decodeBatch(record, logFileName(this.walNumber), 0, (s, kind, key, value) => mem.add(s, kind, key, value));
-      this.versions.lastSequence = seq + count - 1;
-      for (const w of group) w.resolve();
+      const last = seq + count - 1;
+      this.versions.lastSequence = last;
+      this.applied.push({ first: seq, last, sync, writers: group });
+      for (const w of group) {
+        try {
+          w.onApplied?.();
+        } catch {
+          // the caller's callback; its failure is not the write's
+        }
+      }
+      if (sync) {
+        this.syncRequested = last;
+        this.startSyncs();
+      }
+      this.advanceVisible();
     }
+  }
+
+  /**
+   * Syncs the log until everything that asked for it is durable. One runs at a time; groups
+   * appended during a sync are covered by the next one. A failure puts the store in read-only
+   * mode and fails every write not yet visible: they stay in the memtable, never visible (reads
+   * stop at `visibleSequence`), and are gone at the next open unless the log kept them.
+   */
+  private startSyncs(): void {
+    if (this.syncing !== undefined) return;
+    const running: Promise<void> = this.runSyncs().finally(() => {
+      if (this.syncing === running) this.syncing = undefined;
+    });
+    this.syncing = running;
+  }
+
+  private async runSyncs(): Promise<void> {
+    try {
+      while (this.durableSequence < this.syncRequested && !this.bgError) {
+        const target = this.versions.lastSequence;
+        if (this.walDirUnsynced) {
+          // The new log's directory entry must be durable before a synced write in it is acknowledged.
+          await this.fs.syncDir(this.location);
+          this.walDirUnsynced = false;
+        }
+        await this.wal.sync();
+        if (target > this.durableSequence) this.durableSequence = target;
+        if (target === this.versions.lastSequence) this.walUnsynced = false;
+        this.advanceVisible();
+      }
+    } catch (err) {
+      this.setBgError(err);
+      this.failInvisible();
+    }
+  }
+
+  /** Waits until no log sync runs and every write that asked for one is durable. */
+  private async drainSyncs(): Promise<void> {
+    while (this.syncing !== undefined) await this.syncing;
+    if (this.bgError) throw this.readOnlyError();
+  }
+
+  /** Moves `visibleSequence` past every applied group that may be seen, and resolves their writers. */
+  private advanceVisible(): void {
+    const applied = this.applied;
+    let n = 0;
+    while (n < applied.length && (!applied[n]!.sync || applied[n]!.last <= this.durableSequence)) n++;
+    if (n === 0) return;
+    const done = applied.splice(0, n);
+    this.visibleSequence = done[done.length - 1]!.last;
+    for (const g of done) for (const w of g.writers) w.resolve();
+    if (this.visibilityWaiters.length > 0) {
+      const still: VisibilityWaiter[] = [];
+      for (const w of this.visibilityWaiters) {
+        if (w.sequence <= this.visibleSequence) w.resolve();
+        else still.push(w);
+      }
+      this.visibilityWaiters = still;
+    }
+  }
+
+  /** After a failed sync: every write applied but not visible fails, and so does everyone waiting on one. */
+  private failInvisible(): void {
+    for (const g of this.applied.splice(0)) for (const w of g.writers) w.reject(this.readOnlyError());
+    for (const w of this.visibilityWaiters.splice(0)) w.reject(this.readOnlyError());
+  }
+
+  /**
+   * Resolves once every write applied so far is visible to ordinary reads (durable where it asked
+   * to be). A writer that read with `pending: true` and wrote nothing waits for this before it
+   * answers: its answer may rest on writes not yet durable.
+   */
+  settled(): Promise<void> {
+    const sequence = this.versions.lastSequence;
+    if (sequence <= this.visibleSequence) return Promise.resolve();
+    if (this.bgError) return Promise.reject(this.readOnlyError());
+    return new Promise<void>((resolve, reject) => this.visibilityWaiters.push({ sequence, resolve, reject }));
   }
 
   private async makeRoomForWrite(): Promise<void> {
@@ -509,14 +630,21 @@ export class Kv {
     // After a failure the current log may end in a torn record; a newer log after it would make
     // that tail look like mid-log corruption and the store would not open.
     if (this.bgError) throw this.readOnlyError();
+    // Syncs under way are on the old log: let them finish (the memtable switched out must hold
+    // only durable writes, since its flush makes them durable regardless).
+    await this.drainSyncs();
     if (this.walUnsynced) {
       // Make the old log complete on disk before a newer one exists, for the same reason:
       // after a power loss, only the newest log may end in a torn write.
       try {
+        const target = this.versions.lastSequence;
         await this.wal.sync();
         this.walUnsynced = false;
+        this.durableSequence = Math.max(this.durableSequence, target);
+        this.advanceVisible();
       } catch (err) {
         this.setBgError(err);
+        this.failInvisible();
         throw this.readOnlyError();
       }
     }
@@ -595,16 +723,17 @@ export class Kv {
 
   private readSequence(options?: ReadOptions): number {
     const s = options?.snapshot;
-    if (s === undefined) return this.versions.lastSequence;
+    if (s === undefined) return options?.pending === true ? this.versions.lastSequence : this.visibleSequence;
     if (!(s instanceof SnapshotImpl) || s.released || s.owner !== this) {
       throw new StowageError("STOWAGE_INVALID_ARGUMENT", "snapshot is released or belongs to another store");
     }
     return s.sequence;
   }
 
-  snapshot(): Snapshot {
+  /** A consistent view as of now (`pending`: including writes not yet durable; see ReadOptions). */
+  snapshot(options: { pending?: boolean } = {}): Snapshot {
     this.checkOpen();
-    const seq = this.versions.lastSequence;
+    const seq = options.pending === true ? this.versions.lastSequence : this.visibleSequence;
     this.snapshots.set(seq, (this.snapshots.get(seq) ?? 0) + 1);
     return new SnapshotImpl(seq, this);
   }
@@ -617,7 +746,7 @@ export class Kv {
   }
 
   private smallestSnapshot(): number {
-    let min = this.versions.lastSequence;
+    let min = this.visibleSequence;
     for (const s of this.snapshots.keys()) if (s < min) min = s;
     return min;
   }
@@ -1153,6 +1282,7 @@ export class Kv {
     this.closing = true;
     // Writes already queued complete; new ones are refused.
     while (this.writing) await this.writerDone;
+    while (this.syncing !== undefined) await this.syncing;
     this.bgSignal.notify();
     await Promise.all([this.flushPromise, this.compactPromise]);
     // A compactRange() step may still be running (it holds the compaction slot): let it finish.

@@ -52,11 +52,24 @@ export interface KvOptions {
 export interface WriteOptions {
   /** Wait until the write-ahead log is on stable storage before resolving. Default true. */
   sync?: boolean;
+  /**
+   * Called once the batch is in the memtable, before it is durable: from then on, reads with
+   * `pending: true` see it (ordinary reads see it once the write resolves). A caller that orders
+   * its writes with a lock of its own can release the lock here and wait for durability outside
+   * it, so that the next writer's batch joins the same log sync (see docs/KV.md, "Group commit").
+   */
+  onApplied?: () => void;
 }
 
 export interface ReadOptions {
   /** Read as of this snapshot instead of the latest state. */
   snapshot?: Snapshot;
+  /**
+   * Also see writes applied but not yet durable (acknowledged to nobody yet). For a writer that
+   * builds on the writes before its own under a lock of its own; never for answering a reader.
+   * Ignored with `snapshot`.
+   */
+  pending?: boolean;
   /** Put blocks read for this call into the block cache. Default true. */
   fillCache?: boolean;
 }
