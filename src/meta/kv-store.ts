@@ -707,19 +707,28 @@ interface Rows {
 }
 
 class CommittedRows implements Rows {
+  private readonly point: { pending: boolean };
+
+  /**
+   * `pending`: also rows of transactions committed but not yet durable (for transactions, which
+   * build on them; see KvMetadataStore.transaction).
+   */
   constructor(
     private readonly kv: Kv,
     private readonly stats: MetaReadStats,
-  ) {}
+    private readonly pending: boolean,
+  ) {
+    this.point = { pending };
+  }
 
   get(key: Buffer): Buffer | undefined {
-    const v = this.kv.getSync(key);
+    const v = this.kv.getSync(key, this.point);
     if (v !== undefined) this.stats.rowsRead++;
     return v;
   }
 
   *scan(lo: Buffer, hi: Buffer | undefined): Generator<Row, void, undefined> {
-    const c = this.kv.cursor(hi === undefined ? { gte: lo } : { gte: lo, lt: hi });
+    const c = this.kv.cursor(hi === undefined ? { gte: lo, pending: this.pending } : { gte: lo, lt: hi, pending: this.pending });
     try {
       for (c.seekToFirst(); c.valid(); c.next()) {
         this.stats.rowsRead++;
@@ -1002,6 +1011,9 @@ export async function openKvMetadataStore(dir: string, options: KvMetadataStoreO
 export class KvMetadataStore implements MetadataStore {
   private readonly stats: MetaReadStats = { rowsRead: 0, seeks: 0 };
   private readonly committed: CommittedRows;
+  /** What transactions read: committed rows, durable or not yet. */
+  private readonly txRows: CommittedRows;
+  private readonly txReads: RecordReads;
   private readonly reads: RecordReads;
   /** Transactions run one at a time: each waits for the previous one's promise. */
   private tail: Promise<void> = Promise.resolve();
@@ -1012,8 +1024,10 @@ export class KvMetadataStore implements MetadataStore {
   private outbox: OutboxState;
   /** No outbox event below this number exists any more (listOutbox starts here). */
   private outboxFloor = 0;
-  /** The last journal index handed out (committed). */
+  /** The last journal index handed out (committed; transactions build on it). */
   private journalLast: number;
+  /** The last journal index whose transaction is durable (what readers outside transactions see). */
+  private journalDurable: number;
 
   private constructor(
     private readonly kv: Kv,
@@ -1021,11 +1035,14 @@ export class KvMetadataStore implements MetadataStore {
     outbox: OutboxState,
     journalLast: number,
   ) {
-    this.committed = new CommittedRows(kv, this.stats);
+    this.committed = new CommittedRows(kv, this.stats, false);
+    this.txRows = new CommittedRows(kv, this.stats, true);
     this.reads = new RecordReads(this.committed);
+    this.txReads = new RecordReads(this.txRows);
     this.sequence = new SequenceAllocator(lastSequence);
     this.outbox = outbox;
     this.journalLast = journalLast;
+    this.journalDurable = journalLast;
   }
 
   /** Uses an open kv store (the store closes it on {@link close}). Checks or writes the format row. */
@@ -1058,29 +1075,50 @@ export class KvMetadataStore implements MetadataStore {
 
   // ------------------------------------------------------------------ transactions
 
+  /**
+   * Runs `fn` under the transaction lock, then commits what it wrote as one synced batch.
+   *
+   * Pipelined: the lock is released as soon as the batch is in the kv store's memtable, and the
+   * commit resolves once it is durable. The next transaction reads it meanwhile (`pending` reads)
+   * and its batch joins the same log sync, so concurrent transactions share fsyncs instead of
+   * taking one each in turn. Readers outside transactions see a commit only once it is durable.
+   * A transaction that wrote nothing resolves once everything it could have read is durable,
+   * since its answer may rest on it (see docs/ARCHITECTURE.md, "Metadata transactions").
+   */
   async transaction<T>(fn: (tx: MetaTx) => Promise<T>): Promise<T> {
     if (txScope.getStore() === this) {
       throw invalid("transaction() called inside a transaction of the same store (it would wait for itself)");
     }
     this.checkOpen();
     const release = await this.lock();
+    let result: T;
+    let durable: Promise<void>;
+    let journal: number | undefined;
     try {
       // Transactions queued before close() still run: close() waits for them.
       if (this.closed) throw new StowageError("STOWAGE_KV_CLOSED", "the metadata store is closed");
-      const tx = new KvMetaTx(this, this.committed, this.sequence, this.outbox, this.journalLast);
+      const tx = new KvMetaTx(this, this.txRows, this.sequence, this.outbox, this.journalLast);
       let committed = false;
       try {
-        const result = await txScope.run(this, () => fn(tx));
+        result = await txScope.run(this, () => fn(tx));
         tx.finish();
         const ops = tx.commitOps();
-        if (ops.length > 0) await this.kv.batch(ops, { sync: true });
+        if (ops.length > 0) {
+          let written!: Promise<void>;
+          await new Promise<void>((applied, failed) => {
+            written = this.kv.batch(ops, { sync: true, onApplied: applied });
+            written.catch(failed);
+          });
+          durable = written;
+        } else {
+          durable = this.kv.settled();
+        }
         committed = true;
         if (tx.sequenceWritten !== undefined) this.sequence.persisted = Math.max(this.sequence.persisted, tx.sequenceWritten);
         if (tx.outboxTouched) this.outbox = { ...tx.outbox };
         // Deleting the oldest events moves the floor listOutbox starts from past them.
         while (tx.outboxDeleted.has(this.outboxFloor)) this.outboxFloor++;
-        if (tx.journalTouched) this.journalLast = tx.journalLast;
-        return result;
+        if (tx.journalTouched) this.journalLast = journal = tx.journalLast;
       } finally {
         tx.finish();
         if (!committed && tx.sequenceUsed) await this.persistSequence().catch(() => undefined);
@@ -1088,6 +1126,10 @@ export class KvMetadataStore implements MetadataStore {
     } finally {
       release();
     }
+    // A failed sync fails this batch and every later one: the kv store is read-only from then on.
+    await durable;
+    if (journal !== undefined && journal > this.journalDurable) this.journalDurable = journal;
+    return result;
   }
 
   /** Records the sequence counter alone (after an aborted transaction used numbers). */
@@ -1108,7 +1150,7 @@ export class KvMetadataStore implements MetadataStore {
   }
 
   async journalIndex(): Promise<number> {
-    return this.journalLast;
+    return this.journalDurable;
   }
 
   async *listJournal(): AsyncIterable<{ index: number; entry: Buffer }> {
@@ -1157,52 +1199,52 @@ export class KvMetadataStore implements MetadataStore {
   // ------------------------------------------------------------------ point reads (committed)
 
   async getBucket(name: string): Promise<BucketRecord | undefined> {
-    return this.reads.bucket(name);
+    return this.pointReads().bucket(name);
   }
 
   async listBuckets(): Promise<BucketRecord[]> {
     const out: BucketRecord[] = [];
     const lo = Buffer.of(F_BUCKET);
-    for (const [k, v] of this.committed.scan(lo, prefixEnd(lo))) {
+    for (const [k, v] of this.rowsForListing().scan(lo, prefixEnd(lo))) {
       out.push(decodeBucket(k.toString("utf8", 1), k, v));
     }
     return out;
   }
 
   async getCurrent(bucket: string, key: string): Promise<ObjectVersion | undefined> {
-    return this.reads.current(bucket, key);
+    return this.pointReads().current(bucket, key);
   }
 
   async getVersion(bucket: string, key: string, versionId: string): Promise<ObjectVersion | undefined> {
-    return this.reads.version(bucket, key, versionId);
+    return this.pointReads().version(bucket, key, versionId);
   }
 
   async versionsOfKey(bucket: string, key: string): Promise<VersionHeader[]> {
-    return this.reads.versionsOfKey(bucket, key);
+    return this.pointReads().versionsOfKey(bucket, key);
   }
 
   async bucketHasContent(bucket: string): Promise<boolean> {
-    return this.reads.hasContent(bucket);
+    return this.pointReads().hasContent(bucket);
   }
 
   async getChunk(chunkId: Uint8Array): Promise<ChunkRecord | undefined> {
-    return this.reads.chunk(chunkId);
+    return this.pointReads().chunk(chunkId);
   }
 
   async getPack(id: string): Promise<PackRecord | undefined> {
-    return this.reads.pack(id);
+    return this.pointReads().pack(id);
   }
 
   async getUpload(bucket: string, uploadId: string): Promise<UploadRecord | undefined> {
-    return this.reads.upload(bucket, uploadId);
+    return this.pointReads().upload(bucket, uploadId);
   }
 
   async getPart(uploadId: string, partNumber: number): Promise<PartRecord | undefined> {
-    return this.reads.part(uploadId, partNumber);
+    return this.pointReads().part(uploadId, partNumber);
   }
 
   async getCounters(): Promise<Counters> {
-    return this.reads.counters();
+    return this.pointReads().counters();
   }
 
   async outboxSize(): Promise<number> {
@@ -1237,7 +1279,28 @@ export class KvMetadataStore implements MetadataStore {
 
   /** A cursor over rows starting with `prefix`. */
   private cursor(prefix: Buffer, snapshot?: Snapshot): KvCursor {
-    return this.kv.cursor(snapshot === undefined ? { prefix } : { prefix, snapshot });
+    return this.kv.cursor(snapshot === undefined ? { prefix, pending: this.inTransaction() } : { prefix, snapshot });
+  }
+
+  /**
+   * True inside one of this store's transactions: its listings (which go through the store's own
+   * listing methods) must see the transactions committed before it, durable or not yet.
+   */
+  private inTransaction(): boolean {
+    return txScope.getStore() === this;
+  }
+
+  /**
+   * Point reads on the store: inside a transaction (code that reads the store directly instead of
+   * through its tx), with the transactions not yet durable, like the tx's own reads.
+   */
+  private pointReads(): RecordReads {
+    return this.inTransaction() ? this.txReads : this.reads;
+  }
+
+  /** The rows a listing reads: with the transactions not yet durable inside a transaction. */
+  private rowsForListing(): CommittedRows {
+    return this.inTransaction() ? this.txRows : this.committed;
   }
 
   /** A cursor over one bucket's rows of `family` under `options.prefix`, positioned after `options.after`. */
@@ -1288,7 +1351,7 @@ export class KvMetadataStore implements MetadataStore {
       if (options.afterVersionId !== undefined) {
         // Resume just after that version's row; if it is gone, after the whole key.
         const p = cat(objectPrefix(F_VERSION_BY_ID, bucket, options.afterKey), idBytes(options.afterVersionId, "version id"), 0);
-        const r = firstRow(this.committed, p);
+        const r = firstRow(this.rowsForListing(), p);
         if (r !== undefined && r[0].length === p.length + 8) {
           start = cat(objectPrefix(F_VERSION, bucket, options.afterKey), r[0].subarray(r[0].length - 8), 0);
         }
@@ -1377,7 +1440,7 @@ export class KvMetadataStore implements MetadataStore {
   }
 
   async *listManifests(): AsyncIterable<{ owner: string; manifest: ManifestEntry[] }> {
-    const snapshot = this.kv.snapshot();
+    const snapshot = this.kv.snapshot({ pending: this.inTransaction() });
     try {
       const versions = this.cursor(Buffer.of(F_VERSION), snapshot);
       try {

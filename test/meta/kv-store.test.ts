@@ -448,6 +448,80 @@ test("atomicity: a transaction that throws writes nothing; a committed one is al
   await store.close();
 });
 
+/** Like noSyncFs, but log syncs wait while `hold` is set. */
+function heldSyncFs(): { fs: FileSystem; hold: () => void; release: () => void } {
+  let gate: Promise<void> | undefined;
+  let open: (() => void) | undefined;
+  const sync = async (f: WritableFile): Promise<void> => {
+    if (gate !== undefined) await gate;
+    await f.sync();
+  };
+  const wrapFile = (f: WritableFile): WritableFile =>
+    new Proxy(f, {
+      get(target, prop) {
+        if (prop === "sync") return () => sync(target);
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+  const fs = new Proxy(nodeFileSystem, {
+    get(target, prop) {
+      if (prop === "createWritable") return (file: string) => wrapFile(target.createWritable(file));
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return {
+    fs,
+    hold: () => (gate = new Promise<void>((r) => (open = r))),
+    release: () => {
+      gate = undefined;
+      open?.();
+    },
+  };
+}
+
+test("transactions pipeline: the next one builds on a commit not yet durable, which readers outside do not see", async () => {
+  const held = heldSyncFs();
+  const store = await open(newDir(), { ...BASE_KV, fs: held.fs });
+  await store.transaction(async (tx) => tx.putBucket({ name: "first", created: 1, versioning: "unversioned" }));
+  held.hold();
+  const done: string[] = [];
+  const a = store.transaction(async (tx) => {
+    tx.addCounters({ plainPuts: 1 });
+    tx.putBucket({ name: "second", created: 2, versioning: "unversioned" });
+  });
+  void a.then(() => done.push("a"));
+  // b runs while a's log sync is held: it reads a's rows (point reads, listings, counters).
+  let seen: { puts: number; bucket: boolean; listed: string[] } | undefined;
+  const b = store.transaction(async (tx) => {
+    seen = {
+      puts: (await tx.getCounters()).plainPuts,
+      bucket: (await tx.getBucket("second")) !== undefined,
+      listed: (await tx.listBuckets()).map((x) => x.name),
+    };
+    tx.addCounters({ plainPuts: 1 });
+  });
+  void b.then(() => done.push("b"));
+  // c writes nothing, but its answer rests on a: it resolves only once a is durable.
+  const c = store.transaction(async (tx) => (await tx.getBucket("second")) !== undefined);
+  void c.then(() => done.push("c"));
+  for (let i = 0; i < 20 && seen === undefined; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(seen, { puts: 1, bucket: true, listed: ["first", "second"] });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(done, [], "nothing resolves before its commit (and what it read) is durable");
+  assert.equal((await store.getCounters()).plainPuts, 0, "readers outside transactions see durable state only");
+  assert.equal(await store.getBucket("second"), undefined);
+  assert.deepEqual((await store.listBuckets()).map((x) => x.name), ["first"]);
+  held.release();
+  await Promise.all([a, b]);
+  assert.equal(await c, true);
+  assert.deepEqual(done.slice(0, 2), ["a", "b"]);
+  assert.equal((await store.getCounters()).plainPuts, 2);
+  assert.deepEqual((await store.listBuckets()).map((x) => x.name), ["first", "second"]);
+  await store.close();
+});
+
 test("transactions are serialized; nested transactions and finished tx objects are refused", async () => {
   const store = await open(newDir());
   const order: string[] = [];
