@@ -96,6 +96,8 @@ interface Group {
   /** Sealed bytes of `records`. */
   bytes: number;
   flushRequested: boolean;
+  /** Writers' (not urgent) flush() calls that found this pack open (each waits for it). */
+  flushes: number;
   /** The flush delay has passed: upload as soon as a slot is free. */
   flushDue: boolean;
   /** Cancels the pending flush timer. */
@@ -116,7 +118,7 @@ function newGroup(): Group {
   });
   // Nobody may be waiting on a group that fails; its error is reported to the flushes that do.
   done.catch(() => {});
-  return { packId: newPackId(), records: [], keys: [], bytes: 0, flushRequested: false, flushDue: false, cancelTimer: undefined, done, resolve, reject };
+  return { packId: newPackId(), records: [], keys: [], bytes: 0, flushRequested: false, flushes: 0, flushDue: false, cancelTimer: undefined, done, resolve, reject };
 }
 
 function invalid(what: string): StowageError {
@@ -140,6 +142,14 @@ export class Packer {
   readonly #commitDelayMs: number;
   #activeWriters = 0;
   #lastContention = 0;
+  /**
+   * Under contention, how many flushes a pack gathers before it goes without waiting out the
+   * commit delay: the most writers seen waiting on one pack (0: not known yet). A closed loop of
+   * N clients sends nothing more while its N requests wait, so once N are in, waiting longer only
+   * adds latency. Raised by any pack that gathered more; lowered by one each time the delay runs
+   * out first.
+   */
+  #expectedFlushes = 0;
 
   #open: Group = newGroup();
   /** A full pack waiting for an upload slot. */
@@ -241,7 +251,12 @@ export class Packer {
     const open = this.#open;
     if (open.records.length > 0) {
       groups.push(open);
+      // Writers are counted; the journal's own urgent flushes are not (they are not clients).
+      if (options.urgent !== true) open.flushes++;
       this.#requestFlush(open);
+      // Every writer expected has joined: waiting longer would only add latency (a closed loop of
+      // clients sends no more until these are answered).
+      if (this.#expectedFlushes > 0 && open.flushes >= this.#expectedFlushes) open.fireNow?.();
       // Someone waits for small records alone (the metadata journal at fsync/close): waiting
       // `commitDelayMs` for company helps only while data writers are streaming.
       if (options.urgent === true && this.#activeWriters === 0) open.fireNow?.();
@@ -317,7 +332,12 @@ export class Packer {
       const t = setImmediate(fire);
       g.cancelTimer = () => clearImmediate(t);
     } else {
-      const t = setTimeout(fire, this.#commitDelayMs);
+      const t = setTimeout(() => {
+        // The whole delay passed with fewer writers than expected: expect one fewer next time (a
+        // slow decay: a pack that goes early with half the writers costs a PUT per half).
+        this.#expectedFlushes = Math.max(g.flushes, this.#expectedFlushes - 1);
+        fire();
+      }, this.#commitDelayMs);
       g.cancelTimer = () => clearTimeout(t);
     }
   }
@@ -325,6 +345,7 @@ export class Packer {
   /** Closes the open pack: uploads it now if a slot is free, else it becomes the ready pack. */
   #closeOpen(): void {
     const g = this.#open;
+    if (g.flushes > this.#expectedFlushes && this.#expectedFlushes > 0) this.#expectedFlushes = g.flushes;
     this.#open = newGroup();
     g.cancelTimer?.();
     g.cancelTimer = undefined;

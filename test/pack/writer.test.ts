@@ -201,6 +201,47 @@ test("commitDelayMs does not delay a lone writer's flush", async () => {
   assert.equal(commits.length, 1);
 });
 
+test("under contention a pack goes once as many writers wait on it as the commit delay once gathered", async () => {
+  const keys = RepositoryKeys.generate();
+  const backend = new HookedBackend();
+  const { commits, onUploaded } = recorder();
+  const delay = 400;
+  const packer = new Packer(backend, keys, onUploaded, { commitDelayMs: delay });
+  /** `n` writers that stream at once (contention), then each flush: a closed loop's round. */
+  const round = async (n: number): Promise<{ ms: number; packs: number }> => {
+    const before = commits.length;
+    const ends = Array.from({ length: n }, () => packer.beginWriter());
+    const started = Date.now();
+    await Promise.all(
+      ends.map(async (end) => {
+        await packer.add(rawChunk(100));
+        end();
+        await packer.flush();
+      }),
+    );
+    return { ms: Date.now() - started, packs: commits.length - before };
+  };
+  // The first round knows nothing: it waits out the delay, and learns that 8 writers come.
+  const first = await round(8);
+  assert.ok(first.ms >= delay - 20, `first round ${first.ms} ms`);
+  assert.equal(first.packs, 1);
+  // The next rounds go as soon as the 8th writer flushes: one pack each, no waiting.
+  for (let i = 0; i < 3; i++) {
+    const r = await round(8);
+    assert.equal(r.packs, 1);
+    assert.ok(r.ms < delay / 2, `round ${i + 2}: ${r.ms} ms, expected no commit delay`);
+  }
+  // Fewer writers: the delay runs out again (nothing is lost, only waited for), once per missing writer.
+  const fewer = await round(6);
+  assert.equal(fewer.packs, 1);
+  assert.ok(fewer.ms >= delay - 20, `fewer writers: ${fewer.ms} ms`);
+  // More writers than expected: the pack goes at the expected count, the rest ride the next one.
+  const more = await round(12);
+  assert.ok(more.packs >= 1 && more.packs <= 2, `${more.packs} packs`);
+  const chunks = commits.reduce((n, c) => n + c.chunks.length, 0);
+  assert.equal(chunks, 8 * 4 + 6 + 12);
+});
+
 test("targetSize: packs close as soon as they reach it and exceed it by less than one record", async () => {
   const keys = RepositoryKeys.generate();
   const backend = new HookedBackend();
