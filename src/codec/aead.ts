@@ -27,6 +27,11 @@
  * 2^31 seals the repository should rotate to a new data key (a key epoch, not implemented yet).
  * GCM's per-message limit (2^36 − 32 bytes) is far above any chunk size.
  *
+ * Nonces are cut from a pool of CSPRNG bytes (`randomFillSync`, 4 KiB at a time, each byte handed
+ * out once), not drawn one `randomBytes(12)` call each: a call costs a native job, which under a
+ * busy server measured 40 µs (against 2.6 µs in a quiet loop) and was 4 % of a small PUT's CPU.
+ * The bytes are the same CSPRNG output either way; each thread has its own pool.
+ *
  * **Throughput** (1 MiB chunks, single thread, best of 40–80 interleaved rounds on this project's
  * loaded 2-core build machine, Node 20.20 / OpenSSL 3; `node dist/bench/codec.js`): seal
  * 1.9–2.1 GB/s whether the plaintext is fed to `update` in one 1 MiB call or in 32–512 KiB pieces —
@@ -39,7 +44,7 @@
  * `open` never returns unauthenticated bytes: on a failed tag the decrypted buffer is zeroed and a
  * `STOWAGE_INTEGRITY` error is thrown.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import { StowageError } from "../errors.js";
 import type { KeyPurpose, RepositoryKeys } from "./keys.js";
 
@@ -67,6 +72,20 @@ function integrity(what: string): StowageError {
   return new StowageError("STOWAGE_INTEGRITY", `sealed chunk failed authentication: ${what}`);
 }
 
+const NONCE_POOL_BYTES = 4092; // 341 nonces
+const noncePool = Buffer.alloc(NONCE_POOL_BYTES);
+let noncePoolOffset = NONCE_POOL_BYTES;
+
+/** Copies a fresh random nonce into `out` at `at` (bytes never handed out before). */
+function writeNonce(out: Uint8Array, at: number): void {
+  if (noncePoolOffset + NONCE_BYTES > NONCE_POOL_BYTES) {
+    randomFillSync(noncePool);
+    noncePoolOffset = 0;
+  }
+  out.set(noncePool.subarray(noncePoolOffset, noncePoolOffset + NONCE_BYTES), at);
+  noncePoolOffset += NONCE_BYTES;
+}
+
 /** AES-256-GCM sealing with one 32-byte key. */
 export class AeadCipher {
   readonly #key: Buffer;
@@ -85,9 +104,8 @@ export class AeadCipher {
     const n = plaintext.length;
     const out = Buffer.allocUnsafe(n + SEALED_OVERHEAD);
     out[0] = SEALED_VERSION;
-    const nonce = randomBytes(NONCE_BYTES);
-    nonce.copy(out, 1);
-    const cipher = createCipheriv("aes-256-gcm", this.#key, nonce);
+    writeNonce(out, 1);
+    const cipher = createCipheriv("aes-256-gcm", this.#key, out.subarray(1, HEADER_BYTES));
     cipher.setAAD(associatedData(SEALED_VERSION, aad));
     let pos = HEADER_BYTES;
     for (let off = 0; off < n; off += SEAL_STEP) {

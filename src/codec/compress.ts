@@ -13,9 +13,8 @@
  * {@link PROBE_THRESHOLD} (128 KiB) are simply compressed. For larger ones, four 16 KiB slices spread
  * evenly over the chunk (start, 1/3, 2/3, end; 64 KiB in all) are concatenated and compressed at zstd
  * level 1; if that sample saves less than `minSavings` (default 3%), the chunk is STORED without
- * compressing it. Otherwise the whole chunk is compressed at `level` (default 3) into a buffer of
- * `floor(n × (1 − minSavings))` bytes; if the frame does not fit (zstd reports "destination buffer
- * is too small"), the chunk is STORED too. So a chunk is ZSTD only when it saves at least
+ * compressing it. Otherwise the whole chunk is compressed at `level` (default 3); if the frame is
+ * longer than `floor(n × (1 − minSavings))` bytes, the chunk is STORED too. So a chunk is ZSTD only when it saves at least
  * `minSavings`, and video-like (already compressed) chunks cost one 64 KiB probe instead of a full
  * zstd pass. Spreading the probe over the chunk catches chunks that mix media with headers or
  * padding better than a prefix would; a chunk whose compressible part misses all four slices is
@@ -130,14 +129,12 @@ export function compressChunk(data: Uint8Array, levelOrOptions: number | Compres
   // A zstd frame has at least ~13 bytes of header, block header and checksum.
   if (limit < 16) return stored;
   if (data.length >= PROBE_THRESHOLD && !probeSaysCompress(data, minSavings)) return stored;
-  const dst = Buffer.allocUnsafe(limit);
-  let n: number;
-  try {
-    n = mainContext(level).compress2(dst, data);
-  } catch (err) {
-    if (isDstTooSmall(err)) return stored;
-    throw err;
-  }
+  // Room for any frame, so an incompressible chunk costs no exception: under a busy server, the
+  // "destination buffer is too small" error (an Error with a stack trace) cost 40-60 µs per small
+  // chunk, several times the compression attempt itself.
+  const dst = Buffer.allocUnsafe(binding.compressBound(data.length));
+  const n = mainContext(level).compress2(dst, data);
+  if (n > limit) return stored;
   // Copy to an exact-size buffer: `dst` may be far larger than the frame.
   return { method: METHOD_ZSTD, bytes: new Uint8Array(dst.subarray(0, n)) };
 }
