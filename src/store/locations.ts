@@ -17,7 +17,6 @@ import { fileURLToPath } from "node:url";
 import { StowageError } from "../errors.js";
 import type { BlobBackend } from "../backend/backend.js";
 import { LocalBackend } from "../backend/local.js";
-import { S3Backend, parseBucketUrl } from "../backend/s3.js";
 import { RetryingBackend } from "../backend/retry.js";
 
 /** Settings of an S3-compatible bucket that are not part of its URL (all optional). */
@@ -71,6 +70,8 @@ export function resolveS3Settings(s3: S3Settings = {}, env: NodeJS.ProcessEnv = 
 /** Opens the backend a location URL names (see the module comment). */
 export async function openLocation(url: string, dataDir: string, s3: S3Settings = {}, env: NodeJS.ProcessEnv = process.env): Promise<BlobBackend> {
   if (locationKind(url) === "file") return LocalBackend.open(localPath(url, dataDir));
+  // Loaded only when a bucket is in S3: the AWS SDK costs every command ~0.2 s of start-up.
+  const { S3Backend, parseBucketUrl } = await import("../backend/s3.js");
   parseBucketUrl(url); // a clear error for a malformed URL, before any request
   const settings = resolveS3Settings(s3, env);
   const accessKeyId = env.STOWAGE_S3_ACCESS_KEY;
