@@ -533,7 +533,12 @@ export class Kv {
 
   private async runSyncs(): Promise<void> {
     try {
-      while (this.durableSequence < this.syncRequested && !this.bgError) {
+      while (this.durableSequence < this.syncRequested) {
+        if (this.bgError) {
+          // A later write failed (or background work did): nothing more is synced or acknowledged.
+          this.failInvisible();
+          return;
+        }
         const target = this.versions.lastSequence;
         if (this.walDirUnsynced) {
           // The new log's directory entry must be durable before a synced write in it is acknowledged.

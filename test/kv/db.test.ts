@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { FaultyFileSystem } from "../../src/kv/fault-fs.js";
 import {
   isStowageError,
   nodeFileSystem,
@@ -1154,6 +1155,34 @@ test("pipelined group commit: a failed sync fails every write not yet visible, w
     assert.ok(["old", "lost1"].includes(again.getSync("k")?.toString() ?? ""), "k is old, or the unacknowledged write the log kept");
     await again.put("x", "1");
     assert.equal(again.getSync("x")?.toString(), "1");
+  } finally {
+    await again.close();
+  }
+});
+
+test("pipelined group commit: a write failing while an earlier sync runs fails the writes behind that sync", async () => {
+  const held = new HeldSyncs();
+  const ffs = new FaultyFileSystem(held);
+  const dir = freshDir();
+  const db = await openKv(dir, { fs: ffs });
+  await db.put("k", "old");
+  held.hold();
+  const a = db.put("a", "1"); // its sync is held
+  await sleepTurns(3);
+  const c = db.put("c", "1"); // applied while a's sync runs; waits for the next sync
+  await sleepTurns(3);
+  ffs.inject({ op: "append", file: /\.log$/, errno: "EIO" });
+  await rejectsWith(db.put("d", "1"), "STOWAGE_KV_READ_ONLY");
+  held.release();
+  await a; // its record was synced before the failure: acknowledged
+  await rejectsWith(c, "STOWAGE_KV_READ_ONLY"); // never synced after it: failed, not left hanging
+  assert.equal(db.getSync("a")?.toString(), "1");
+  assert.equal(db.getSync("c"), undefined);
+  await db.close().catch(() => undefined);
+  ffs.clear();
+  const again = await openKv(dir, { fs: ffs });
+  try {
+    assert.equal(again.getSync("a")?.toString(), "1");
   } finally {
     await again.close();
   }
