@@ -99,8 +99,7 @@ interface PendingWrite {
 
 /** A group in the memtable that is not visible yet (it waits for a log sync, or follows one that does). */
 interface AppliedGroup {
-  /** Its sequence numbers: first and last. */
-  first: number;
+  /** Its last sequence number. */
   last: number;
   /** Its log record must be durable before it is visible. */
   sync: boolean;
@@ -501,7 +500,7 @@ export class Kv {
       decodeBatch(record, logFileName(this.walNumber), 0, (s, kind, key, value) => mem.add(s, kind, key, value));
       const last = seq + count - 1;
       this.versions.lastSequence = last;
-      this.applied.push({ first: seq, last, sync, writers: group });
+      this.applied.push({ last, sync, writers: group });
       for (const w of group) {
         try {
           w.onApplied?.();

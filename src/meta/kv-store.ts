@@ -25,7 +25,10 @@
  *
  * Transactions are serialized by a mutex. A transaction buffers its writes in an ordered overlay
  * (row key → value or tombstone); its point reads merge the overlay over the committed rows, its
- * listings read committed state only. Commit is one synced `kv.batch`.
+ * listings read committed rows without the overlay. Commit is one synced `kv.batch`, pipelined:
+ * the mutex is released once the batch is applied, and the next transaction reads the rows of
+ * those before it even before they are durable (`pending` reads); readers outside transactions
+ * see durable rows only (see `transaction`).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { StowageError } from "../errors.js";
