@@ -16,6 +16,10 @@
  * them. (After a reboot, a stale temporary whose pid now belongs to an unrelated live process
  * stays until a later open; it is garbage, never visible as a blob.)
  *
+ * Ranged reads (reads into packs) keep up to 32 files open, least recently used first, so a
+ * restore's thousands of small reads into the same packs do not open, stat and close a file each
+ * (`#getRange`); this backend's own puts and deletes drop a key's open file before they begin.
+ *
  * Limitations a flat object store does not have, both reported as `STOWAGE_BACKEND_IO` by put:
  * a key cannot be both a blob and a "directory" of other blobs (`a` and `a/b`), and a key segment
  * cannot be longer than the file system allows in a name (255 bytes on most: ENAMETOOLONG).
@@ -83,6 +87,19 @@ async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
   }
 }
 
+/** Reads `length` bytes at `start` (fewer only if the file ends first). */
+async function readSpan(fh: FileHandle, start: number, length: number): Promise<Buffer> {
+  // Not pooled, not zeroed: every byte returned is read from the file.
+  const buf = Buffer.allocUnsafeSlow(length);
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done === buf.length ? buf : buf.subarray(0, done);
+}
+
 async function exists(file: string): Promise<boolean> {
   try {
     await fsp.lstat(file);
@@ -116,6 +133,20 @@ function isMissing(err: unknown): boolean {
   return code === "ENOENT" || code === "ENOTDIR";
 }
 
+/** Most blobs kept open for ranged reads (`LocalBackend#getRange`). */
+const MAX_OPEN_BLOBS = 32;
+
+interface OpenBlob {
+  key: string;
+  fh: FileHandle;
+  /** The file's size when opened (a blob's file never changes in place). */
+  size: number;
+  /** Reads using it now. */
+  users: number;
+  /** In the cache; when false it is closed as its last user finishes. */
+  cached: boolean;
+}
+
 export class LocalBackend implements BlobBackend {
   readonly location: string;
   /** The absolute root directory. */
@@ -123,6 +154,10 @@ export class LocalBackend implements BlobBackend {
   readonly #tempDir: string;
   #tempCounter = 0;
   #closed = false;
+  /** Open files of blobs read by range, least recently used first (see `#getRange`). */
+  readonly #open = new Map<string, OpenBlob>();
+  /** Counts puts and deletes begun, so a read racing one does not cache what it opened. */
+  #generation = 0;
 
   private constructor(root: string) {
     this.root = root;
@@ -148,6 +183,7 @@ export class LocalBackend implements BlobBackend {
     checkBlobKey(key);
     const { parts } = bodyParts(body);
     const target = this.#pathOf(key);
+    this.#changing(key);
     const temp = path.join(this.#tempDir, `${process.pid}-${++this.#tempCounter}-${randomBytes(6).toString("hex")}`);
     let fh: FileHandle | undefined;
     let renamed = false;
@@ -175,6 +211,7 @@ export class LocalBackend implements BlobBackend {
     checkBlobKey(key);
     checkRange(range);
     const file = this.#pathOf(key);
+    if (range !== undefined) return this.#getRange(key, file, range);
     let fh: FileHandle | undefined;
     try {
       fh = await fsp.open(file, "r");
@@ -182,23 +219,88 @@ export class LocalBackend implements BlobBackend {
       if (!st.isFile()) throw notFound(this.location, key);
       // Blobs are never written in place (puts rename a new file over them), so the size of the
       // open file cannot change under us.
-      const start = range === undefined ? 0 : Math.min(range.offset, st.size);
-      const end = range === undefined ? st.size : Math.min(st.size, start + range.length);
-      // Not pooled, not zeroed: every byte returned is read from the file.
-      const buf = Buffer.allocUnsafeSlow(end - start);
-      let done = 0;
-      while (done < buf.length) {
-        const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
-      return done === buf.length ? buf : buf.subarray(0, done);
+      return await readSpan(fh, 0, st.size);
     } catch (err) {
       if (isMissing(err)) throw notFound(this.location, key);
       throw mapFsError("get", file, err);
     } finally {
       if (fh !== undefined) await fh.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * A ranged read through a cached open file. Ranged reads are reads into packs, and a restore or
+   * a busy GET path makes thousands of them into the same few packs: an open, fstat and close per
+   * read cost more than reading a small object's bytes. A blob is never written in place (a put
+   * renames a new file over it), so an open file keeps showing the bytes it had when opened; this
+   * backend's own put and delete of a key drop its cached file, so they are seen at once. A put
+   * or delete by another process on the same directory is not: a cached file keeps serving the
+   * bytes it was opened with, which for packs (written once under a fresh name, deleted only by gc
+   * after a grace period) are the right bytes.
+   */
+  async #getRange(key: string, file: string, range: ByteRange): Promise<Buffer> {
+    let h: OpenBlob | undefined;
+    try {
+      h = await this.#acquire(key, file);
+      const start = Math.min(range.offset, h.size);
+      return await readSpan(h.fh, start, Math.min(h.size, start + range.length) - start);
+    } catch (err) {
+      if (isMissing(err)) throw notFound(this.location, key);
+      throw mapFsError("get", file, err);
+    } finally {
+      if (h !== undefined) this.#release(h);
+    }
+  }
+
+  async #acquire(key: string, file: string): Promise<OpenBlob> {
+    const cached = this.#open.get(key);
+    if (cached !== undefined) {
+      // Most recently used last.
+      this.#open.delete(key);
+      this.#open.set(key, cached);
+      cached.users++;
+      return cached;
+    }
+    const generation = this.#generation;
+    const fh = await fsp.open(file, "r");
+    let size: number;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw notFound(this.location, key);
+      size = st.size;
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+    const h: OpenBlob = { key, fh, size, users: 1, cached: false };
+    // Cached unless a put or delete (of any key) ran meanwhile (it might have replaced this one
+    // after the open), or another read opened the same blob first.
+    if (generation === this.#generation && !this.#closed && !this.#open.has(key)) {
+      h.cached = true;
+      this.#open.set(key, h);
+      if (this.#open.size > MAX_OPEN_BLOBS) this.#drop(this.#open.keys().next().value!);
+    }
+    return h;
+  }
+
+  #release(h: OpenBlob): void {
+    h.users--;
+    if (h.users === 0 && !h.cached) void h.fh.close().catch(() => undefined);
+  }
+
+  /** Forgets the cached open file of `key` (closed once its reads finish). */
+  #drop(key: string): void {
+    const h = this.#open.get(key);
+    if (h === undefined) return;
+    this.#open.delete(key);
+    h.cached = false;
+    if (h.users === 0) void h.fh.close().catch(() => undefined);
+  }
+
+  /** Called before this backend changes `key`: no read started later uses a file opened earlier. */
+  #changing(key: string): void {
+    this.#generation++;
+    this.#drop(key);
   }
 
   async head(key: string): Promise<BlobInfo | undefined> {
@@ -226,6 +328,7 @@ export class LocalBackend implements BlobBackend {
     this.#check();
     checkBlobKey(key);
     const file = this.#pathOf(key);
+    this.#changing(key);
     try {
       await fsp.unlink(file);
     } catch (err) {
@@ -256,6 +359,7 @@ export class LocalBackend implements BlobBackend {
 
   async close(): Promise<void> {
     this.#closed = true;
+    for (const key of [...this.#open.keys()]) this.#drop(key);
   }
 
   #pathOf(key: string): string {

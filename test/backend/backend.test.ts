@@ -80,6 +80,51 @@ describe("LocalBackend", () => {
       assert.deepEqual(tempEntries(bucket), []);
     }));
 
+  test("ranged reads through cached open files match a model under random puts, deletes and evictions; close releases them", () =>
+    withLocal(async (b) => {
+      const openFds = (): number => fs.readdirSync("/proc/self/fd").length;
+      const fdsBefore = openFds();
+      const model = new Map<string, Buffer>();
+      let seed = 12345;
+      const rand = (n: number): number => {
+        seed = (seed * 1103515245 + 12345) >>> 0;
+        return seed % n;
+      };
+      // More keys than the backend keeps open, so reads evict each other's files.
+      const keys = Array.from({ length: 48 }, (_, i) => `packs/${String(i).padStart(2, "0")}`);
+      const check = async (key: string): Promise<void> => {
+        const offset = rand(3000);
+        const length = 1 + rand(2000);
+        const want = model.get(key);
+        if (want === undefined) {
+          await rejectsWith(b.get(key, { offset, length }), "STOWAGE_BACKEND_NOT_FOUND");
+          return;
+        }
+        const got = await b.get(key, { offset, length });
+        assert.deepEqual(got, want.subarray(Math.min(offset, want.length), Math.min(want.length, offset + length)), `${key} @${offset}+${length}`);
+      };
+      for (let step = 0; step < 600; step++) {
+        const key = keys[rand(keys.length)]!;
+        const op = rand(10);
+        if (op < 2) {
+          const data = testBytes(1 + rand(4000), step);
+          await b.put(key, data);
+          model.set(key, Buffer.from(data));
+        } else if (op < 3) {
+          await b.delete(key);
+          model.delete(key);
+        } else {
+          // A burst of concurrent reads over several keys: shared cached files, evictions mid-read.
+          await Promise.all(Array.from({ length: 1 + rand(8) }, () => check(keys[rand(keys.length)]!)));
+        }
+      }
+      for (const key of keys) await check(key);
+      await b.close();
+      // Closes run in the background once the last read of a file is done.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(openFds() <= fdsBefore, `open files: ${openFds()} after close, ${fdsBefore} before`);
+    }));
+
   test("blobs survive close and reopen", () =>
     withLocal(async (b, bucket) => {
       await b.put("p/1", Buffer.from("one"));
