@@ -74,6 +74,22 @@ function mainContext(level: number): binding.CCtx {
   return mainCtx;
 }
 
+/**
+ * A reusable destination for compression (the frame is copied out at its exact size): a fresh
+ * compressBound-sized buffer per chunk was a megabyte of garbage per megabyte compressed, which
+ * the thread's GC let pile up to tens of megabytes of resident memory between collections.
+ */
+let scratchBuffer: Buffer | undefined;
+const MAX_KEPT_SCRATCH = 8 * 1024 * 1024;
+
+function scratch(size: number): Buffer {
+  if (scratchBuffer !== undefined && scratchBuffer.length >= size) return scratchBuffer;
+  const b = Buffer.allocUnsafeSlow(size);
+  // Larger chunks than this (the chunker allows up to 1 GiB) get a buffer of their own each time.
+  if (size <= MAX_KEPT_SCRATCH) scratchBuffer = b;
+  return b;
+}
+
 function isDstTooSmall(err: unknown): boolean {
   return err instanceof Error && /destination buffer is too small/i.test(err.message);
 }
@@ -132,7 +148,7 @@ export function compressChunk(data: Uint8Array, levelOrOptions: number | Compres
   // Room for any frame, so an incompressible chunk costs no exception: under a busy server, the
   // "destination buffer is too small" error (an Error with a stack trace) cost 40-60 µs per small
   // chunk, several times the compression attempt itself.
-  const dst = Buffer.allocUnsafe(binding.compressBound(data.length));
+  const dst = scratch(binding.compressBound(data.length));
   const n = mainContext(level).compress2(dst, data);
   if (n > limit) return stored;
   // Copy to an exact-size buffer: `dst` may be far larger than the frame.

@@ -6,8 +6,8 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { createHash, type Hash } from "node:crypto";
 import { AeadCipher } from "../codec/aead.js";
-import { compressChunk } from "../codec/compress.js";
-import { recordAad, RECORD_KIND_CHUNK } from "./format.js";
+import { compressChunk, decompressChunk } from "../codec/compress.js";
+import { recordAad, RECORD_KIND_CHUNK, type RecordKind } from "./format.js";
 import type { EncodeReply, EncodeRequest, EncoderWorkerData } from "./encoder.js";
 
 const data = workerData as EncoderWorkerData;
@@ -16,6 +16,16 @@ const port = parentPort!;
 
 const digests = new Map<number, Hash>();
 
+/**
+ * The bytes as an ArrayBuffer to transfer: their own when they span all of it (large results
+ * do), else a copy (a small one may be a slice of Node's shared pool, or a view into another).
+ */
+function transferable(bytes: Uint8Array): ArrayBuffer {
+  const b = bytes.buffer;
+  if (b instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === b.byteLength) return b;
+  return Uint8Array.from(bytes).buffer;
+}
+
 port.on("message", (req: EncodeRequest) => {
   try {
     switch (req.type) {
@@ -23,10 +33,17 @@ port.on("message", (req: EncodeRequest) => {
         const plain = new Uint8Array(req.data);
         const c = compressChunk(plain, data.level);
         const sealed = cipher.seal(c.bytes, recordAad(RECORD_KIND_CHUNK, c.method, new Uint8Array(req.chunkId)));
-        const out = new Uint8Array(sealed.length);
-        out.set(sealed);
-        const reply: EncodeReply = { seq: req.seq, method: c.method, sealed: out.buffer };
-        port.postMessage(reply, [out.buffer]);
+        const out = transferable(sealed);
+        const reply: EncodeReply = { seq: req.seq, method: c.method, sealed: out };
+        port.postMessage(reply, [out]);
+        return;
+      }
+      case "open": {
+        // Errors are reported by message only: the caller opens the record again itself to throw
+        // the precise error (see RecordEncoder#openRecord).
+        const stored = cipher.open(new Uint8Array(req.sealed), recordAad(req.kind as RecordKind, req.method, new Uint8Array(req.id)));
+        const out = transferable(decompressChunk(req.method, stored, req.rawLength));
+        port.postMessage({ seq: req.seq, plain: out } satisfies EncodeReply, [out]);
         return;
       }
       case "md5": {

@@ -52,6 +52,12 @@ export interface PackReaderOptions {
   maxRequestBytes?: number;
   /** Coalesced requests in flight ahead of the consumer. Default 1. */
   readAhead?: number;
+  /**
+   * Opens a fetched record (authenticate, decrypt, decompress); it must behave as `openRecord` in
+   * format.ts, errors included. Default: `openRecord` on this thread. The store passes its
+   * encoder's, which opens large records in a worker.
+   */
+  open?: (entry: RecordRef, sealedBytes: Uint8Array, packId: string) => Buffer | Promise<Buffer>;
 }
 
 export interface PackReaderStats {
@@ -164,10 +170,10 @@ function source<T>(items: Iterable<T> | AsyncIterable<T>): Source<T> {
 
 export class PackReader {
   readonly #backend: BlobBackend;
-  readonly #keys: RepositoryKeys;
   readonly #cache: ChunkCache;
   readonly #maxRequestBytes: number;
   readonly #readAhead: number;
+  readonly #open: (entry: RecordRef, sealedBytes: Uint8Array, packId: string) => Buffer | Promise<Buffer>;
   #requests = 0;
   #bytesFetched = 0;
   #cacheHits = 0;
@@ -177,10 +183,10 @@ export class PackReader {
 
   constructor(backend: BlobBackend, keys: RepositoryKeys, options: PackReaderOptions = {}) {
     this.#backend = backend;
-    this.#keys = keys;
     const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
     this.#maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     this.#readAhead = options.readAhead ?? DEFAULT_READ_AHEAD;
+    this.#open = options.open ?? ((entry, sealedBytes, packId) => openRecord(keys, entry, sealedBytes, packId));
     if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalid(`cacheBytes ${cacheBytes} must be a byte count`);
     if (!Number.isSafeInteger(this.#maxRequestBytes) || this.#maxRequestBytes < 1) throw invalid(`maxRequestBytes ${this.#maxRequestBytes} must be positive`);
     if (!Number.isInteger(this.#readAhead) || this.#readAhead < 0 || this.#readAhead > 64) throw invalid(`readAhead ${this.#readAhead} outside [0, 64]`);
@@ -213,7 +219,7 @@ export class PackReader {
     this.#cacheMisses++;
     return this.#share(
       key,
-      this.#get(location.blobKey, location.packId, location.offset, location.storedLength).then((bytes) => openRecord(this.#keys, recordRef(location), bytes, location.packId)),
+      this.#get(location.blobKey, location.packId, location.offset, location.storedLength).then((bytes) => this.#open(recordRef(location), bytes, location.packId)),
     );
   }
 
@@ -314,7 +320,7 @@ export class PackReader {
               keys[i]!,
               req.bytes.then((bytes) => {
                 const rel = l.offset - req.offset;
-                return openRecord(this.#keys, recordRef(l), bytes.subarray(rel, rel + l.storedLength), l.packId);
+                return this.#open(recordRef(l), bytes.subarray(rel, rel + l.storedLength), l.packId);
               }),
             );
             value.catch(() => {});

@@ -462,10 +462,13 @@ export class ObjectStore {
     this.writeBackPacker =
       options.writeBackBackend === undefined ? undefined : new Packer(options.writeBackBackend, keys, (commit) => this.#commitPack(commit, true), packerOptions);
     this.packBlobs = new PackBlobs(backend, options.writeBackBackend, meta);
-    this.reader = new PackReader(this.packBlobs, keys, { cacheBytes: this.options.cacheBytes });
     this.encoder = new RecordEncoder(keys, {
       level: this.options.compressionLevel,
       ...(options.encoderThreads === undefined ? {} : { threads: options.encoderThreads }),
+    });
+    this.reader = new PackReader(this.packBlobs, keys, {
+      cacheBytes: this.options.cacheBytes,
+      open: (entry, sealedBytes, packId) => this.encoder.openRecord(entry, sealedBytes, packId),
     });
     if (this.options.journal) {
       const shipper = new JournalShipper(this.packer, { level: this.options.compressionLevel, ...(options.journalLazyMs === undefined ? {} : { lazyMs: options.journalLazyMs }) });

@@ -11,6 +11,7 @@ import type { BlobBackend, BlobInfo, ByteRange } from "../../src/backend/backend
 import { newPackId, packBlobKey, RECORD_KIND_METADATA } from "../../src/pack/format.js";
 import { Packer, type PackCommit } from "../../src/pack/writer.js";
 import { PackReader, type ChunkLocation } from "../../src/pack/reader.js";
+import { RecordEncoder } from "../../src/pack/encoder.js";
 
 /** Counts GETs (and their ranges); optional delay per GET. */
 class Counting implements BlobBackend {
@@ -293,6 +294,45 @@ test("a damaged record fails with STOWAGE_INTEGRITY naming pack, chunk and offse
     /truncated/,
   );
   assert.equal(got.length, 2);
+});
+
+test("records opened in the encoder's worker: the same plaintext, and the same errors, as opened inline", async () => {
+  const keys = RepositoryKeys.generate();
+  const backend = new Counting();
+  // Large records (worker), small ones (inline), compressible and not.
+  const sizes = [70_000, 300_000, 1000, 1_200_000, 65_536, 20, 500_000];
+  const written = await writeChunks(backend, keys, sizes, true);
+  const locs = written.map((w) => w.loc);
+  const encoder = new RecordEncoder(keys, { threads: 1 });
+  try {
+    const reader = new PackReader(backend, keys, { cacheBytes: 0, open: (e, b, p) => encoder.openRecord(e, b, p) });
+    const got = await collect(reader.read(locs));
+    got.forEach((b, i) => assert.ok(b.equals(written[i]!.data), `chunk ${i}`));
+    const large = sizes.filter((n) => n >= 64 * 1024).length;
+    assert.equal(encoder.workerOpens, large, "every record of 64 KiB or more was opened in the worker");
+    // A damaged large record: the error is openRecord's, naming pack, chunk and offset.
+    const target = 3;
+    const blob = backend.inner.rawForTesting(locs[target]!.blobKey)!;
+    const pos = locs[target]!.offset + Math.floor(locs[target]!.storedLength / 2);
+    blob[pos]! ^= 0x01;
+    const seen: Buffer[] = [];
+    await rejectsWith(
+      (async () => {
+        for await (const b of reader.read(locs)) seen.push(b);
+      })(),
+      "STOWAGE_INTEGRITY",
+      new RegExp(`${locs[target]!.packId}.*${locs[target]!.chunkId.toString("hex")}.*offset ${locs[target]!.offset}`),
+    );
+    assert.equal(seen.length, target);
+    blob[pos]! ^= 0x01;
+    // A closed encoder opens inline.
+    await encoder.close();
+    const before = encoder.workerOpens;
+    assert.ok((await reader.readOne(locs[1]!)).equals(written[1]!.data));
+    assert.equal(encoder.workerOpens, before);
+  } finally {
+    await encoder.close();
+  }
 });
 
 test("a missing pack is STOWAGE_BACKEND_NOT_FOUND naming the pack", async () => {
