@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { performance, type EventLoopUtilization } from "node:perf_hooks";
 import { StowageError } from "../errors.js";
-import { compressChunk, DEFAULT_LEVEL } from "../codec/compress.js";
+import { compressChunk, DEFAULT_LEVEL, METHOD_STORED } from "../codec/compress.js";
 import type { RepositoryKeys } from "../codec/keys.js";
 import { openRecord, sealRecord, RECORD_KIND_CHUNK, type RecordRef } from "./format.js";
 
@@ -69,6 +69,13 @@ const LOAD_SAMPLE_MS = 100;
 /** New MD5 streams run in a worker while the workers were busy less than this fraction of the time. */
 const DIGEST_WORKER_BUSY_LIMIT = 0.8;
 
+/**
+ * Most plaintext bytes of records being opened in workers at once (`openRecord`). A few chunks keep
+ * a worker busy; with the encoder's 32 MiB, a restore's buffers in flight raised its peak RSS by
+ * 30-40 MB for no speed.
+ */
+const MAX_OPENING_BYTES = 4 * 1024 * 1024;
+
 /** Chunks smaller than this are encoded on the caller's thread. */
 const INLINE_BELOW = 64 * 1024;
 
@@ -96,6 +103,8 @@ export class RecordEncoder {
   #failure: Error | undefined;
   #streams = 0;
   #workerOpens = 0;
+  #openingBytes = 0;
+  readonly #openWaiting: Array<() => void> = [];
   #digestBytes = 0;
   readonly #digestWaiting: Array<() => void> = [];
   /** The workers' event-loop utilization when last sampled, when, and whether they were busy since the sample before. */
@@ -164,20 +173,22 @@ export class RecordEncoder {
 
   /**
    * Authenticates, decrypts and decompresses one sealed record (see `openRecord` in format.ts), in
-   * a worker when its plaintext is large enough to pay for the trip: on a restore of logs, zstd
-   * decompression was a fifth of the reading thread's time. The bytes are copied (they are
+   * a worker when it is compressed and its plaintext large enough to pay for the trip: on a
+   * restore of logs, zstd decompression was a fifth of the reading thread's time. A record stored
+   * raw (video) is opened here: decryption alone (about 0.4 ms per MiB) gains less than the copies
+   * cost, and in a restore of video the copies in flight raised the peak RSS by ~50 MB. The bytes are copied (they are
    * usually a view into a larger ranged read). Any failure in the worker is retried here, so the
    * error thrown is exactly `openRecord`'s (STOWAGE_INTEGRITY naming pack, chunk and offset, ...).
    */
   async openRecord(entry: RecordRef, sealedBytes: Uint8Array, packId?: string): Promise<Buffer> {
-    if (this.#workers.length === 0 || this.#closed || this.#failure !== undefined || entry.rawLength < INLINE_BELOW || sealedBytes.length !== entry.storedLength) {
+    if (this.#workers.length === 0 || this.#closed || this.#failure !== undefined || entry.method === METHOD_STORED || entry.rawLength < INLINE_BELOW || sealedBytes.length !== entry.storedLength) {
       return openRecord(this.#keys, entry, sealedBytes, packId);
     }
     const cost = entry.rawLength;
-    while (this.#inFlightBytes > 0 && this.#inFlightBytes + cost > this.#maxInFlight) {
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    while (this.#openingBytes > 0 && this.#openingBytes + cost > MAX_OPENING_BYTES) {
+      await new Promise<void>((resolve) => this.#openWaiting.push(resolve));
     }
-    this.#inFlightBytes += cost;
+    this.#openingBytes += cost;
     try {
       let w = 0;
       for (let i = 1; i < this.#workers.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
@@ -193,8 +204,8 @@ export class RecordEncoder {
         return Buffer.from(reply.plain);
       }
     } finally {
-      this.#inFlightBytes -= cost;
-      this.#waiting.shift()?.();
+      this.#openingBytes -= cost;
+      this.#openWaiting.shift()?.();
     }
     return openRecord(this.#keys, entry, sealedBytes, packId);
   }
