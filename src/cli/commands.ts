@@ -389,7 +389,7 @@ export function registerRepositoryCommands(program: Command): void {
     .argument("<local>", "file, directory, or - for standard input")
     .argument("<target>", "BUCKET/KEY, or BUCKET/PREFIX/ for a directory")
     .option("--data <dir>", "data directory")
-    .option("--jobs <n>", "files uploaded at once", "8")
+    .option("--jobs <n>", "small files (up to 1 MiB) uploaded at once; larger ones at most two at a time", "8")
     .option("--content-type <type>", "content type (default: from the file extension)")
     .option("--commit-delay <ms>", "ms a committing upload waits for others to share its pack", "5")
     .option("--json", "print what was stored as JSON")
