@@ -27,7 +27,6 @@
 import * as fsp from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
-import { randomBytes } from "node:crypto";
 import { pathToFileURL } from "node:url";
 import { StowageError } from "../errors.js";
 import {
@@ -41,6 +40,7 @@ import {
   type BlobInfo,
   type ByteRange,
 } from "./backend.js";
+import { secureRandomBytes } from "../util/random.js";
 
 /** The directory (under the root) that holds temporaries. Not a valid key segment. */
 export const LOCAL_TEMP_DIR = ".stowage~tmp";
@@ -184,7 +184,7 @@ export class LocalBackend implements BlobBackend {
     const { parts } = bodyParts(body);
     const target = this.#pathOf(key);
     this.#changing(key);
-    const temp = path.join(this.#tempDir, `${process.pid}-${++this.#tempCounter}-${randomBytes(6).toString("hex")}`);
+    const temp = path.join(this.#tempDir, `${process.pid}-${++this.#tempCounter}-${secureRandomBytes(6).toString("hex")}`);
     let fh: FileHandle | undefined;
     let renamed = false;
     try {

@@ -25,12 +25,12 @@
  * (and, for a record, the chunk id and offset); a newer trailer or index version, an unknown record
  * kind or compression method are `STOWAGE_FORMAT_VERSION`. Nothing unverified is ever returned.
  */
-import { randomBytes } from "node:crypto";
 import { aeadCipher, SEALED_OVERHEAD } from "../codec/aead.js";
 import { decompressChunk } from "../codec/compress.js";
 import type { RepositoryKeys } from "../codec/keys.js";
 import type { BlobBackend } from "../backend/backend.js";
 import { isStowageError, StowageError } from "../errors.js";
+import { secureRandomBytes } from "../util/random.js";
 
 /** Pack format version written in the trailer. */
 export const PACK_FORMAT_VERSION = 1;
@@ -123,7 +123,7 @@ function hex(bytes: Uint8Array): string {
 
 /** A fresh pack id: 16 random bytes as 32 lowercase hex digits. */
 export function newPackId(): string {
-  return randomBytes(PACK_ID_BYTES).toString("hex");
+  return secureRandomBytes(PACK_ID_BYTES).toString("hex");
 }
 
 export function isPackId(id: string): boolean {

@@ -19,10 +19,10 @@
  * records, reference counts, counters and the outbox are not journaled: they are rebuilt from the
  * packs' own indexes and from the manifests.
  */
-import { randomBytes } from "node:crypto";
 import { StowageError } from "../errors.js";
 import { compressChunk } from "../codec/compress.js";
 import type { BucketRecord, ManifestEntry, MetaTx, ObjectVersion, PartRecord, UploadRecord } from "../meta/types.js";
+import { fillSecureRandom } from "../util/random.js";
 
 /** Plaintext of a journal entry record: magic, version byte, then UTF-8 JSON `{s, t, o, i?}`. */
 export const JOURNAL_MAGIC = "STWJ";
@@ -303,7 +303,7 @@ function recordId(magic: string, n: number): Buffer {
   const id = Buffer.alloc(32);
   id.write(magic, 0, "ascii");
   id.writeBigUInt64BE(BigInt(n), 8);
-  randomBytes(16).copy(id, 16);
+  fillSecureRandom(id, 16, 16);
   return id;
 }
 

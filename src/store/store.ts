@@ -24,7 +24,7 @@
  * the cloud copy), and copies, snapshots and multipart completions into cloud-policy buckets first
  * re-store such chunks in the cloud.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { StowageError, isStowageError } from "../errors.js";
 import { ChunkerParams } from "../codec/chunker.js";
 import { ChunkIdHasher } from "../codec/chunk-id.js";
@@ -58,6 +58,7 @@ import { SharedExclusiveLock } from "./lock.js";
 import { encodeEntry, indexOfRecordId, intentRecord, intentRecordId, recordingTx, type JournalOp, type PutIntent } from "./journal.js";
 import { JournalShipper } from "./journal-shipper.js";
 import { checkpointKey, encodeCheckpoint, namespaceOps } from "./checkpoint.js";
+import { secureRandomBytes } from "../util/random.js";
 
 export const EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e";
 /** S3's limits. */
@@ -276,7 +277,7 @@ const RESERVE_HEADROOM = 2 ** 20;
 
 export function versionIdFor(versioning: Versioning, sequence: number): string {
   if (versioning !== "enabled") return "null";
-  return sequence.toString(16).padStart(12, "0") + randomBytes(6).toString("hex");
+  return sequence.toString(16).padStart(12, "0") + secureRandomBytes(6).toString("hex");
 }
 
 /**
@@ -1574,7 +1575,7 @@ export class ObjectStore {
       const upload: UploadRecord = {
         bucket,
         key,
-        uploadId: randomBytes(16).toString("hex"),
+        uploadId: secureRandomBytes(16).toString("hex"),
         initiated: this.options.now(),
         contentType: options.contentType ?? "application/octet-stream",
         userMetadata: { ...(options.userMetadata ?? {}) },

@@ -6,7 +6,6 @@
  * request id, and is logged once when it ends.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
@@ -20,6 +19,7 @@ import { header } from "./http.js";
 import { handleBucket, handleService } from "./bucket-handlers.js";
 import { handleObject } from "./object-handlers.js";
 import type { Metrics } from "../metrics.js";
+import { secureRandomBytes } from "../../util/random.js";
 
 export interface S3ServerOptions {
   store: ObjectStore;
@@ -86,7 +86,7 @@ function rawPathOf(req: IncomingMessage): string {
 }
 
 function requestId(): string {
-  return randomBytes(8).toString("hex").toUpperCase();
+  return secureRandomBytes(8).toString("hex").toUpperCase();
 }
 
 /** Splits the request into bucket and key, path-style or virtual-hosted style. */
