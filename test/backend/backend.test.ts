@@ -80,6 +80,36 @@ describe("LocalBackend", () => {
       assert.deepEqual(tempEntries(bucket), []);
     }));
 
+  test("a put's parts survive short writev calls (each writes at most 777 bytes, cutting parts anywhere)", () =>
+    withLocal(async (b) => {
+      const probe = await fs.promises.open(path.join(os.tmpdir(), `stowage-writev-probe-${process.pid}`), "w");
+      const proto = Object.getPrototypeOf(probe) as { writev: (buffers: Uint8Array[], position?: number) => Promise<{ bytesWritten: number; buffers: Uint8Array[] }> };
+      await probe.close();
+      fs.rmSync(path.join(os.tmpdir(), `stowage-writev-probe-${process.pid}`), { force: true });
+      const original = proto.writev;
+      let calls = 0;
+      proto.writev = function (this: unknown, buffers: Uint8Array[], position?: number) {
+        calls++;
+        const cut: Uint8Array[] = [];
+        let room = 777;
+        for (const buf of buffers) {
+          if (room === 0) break;
+          const piece = buf.subarray(0, Math.min(buf.length, room));
+          cut.push(piece);
+          room -= piece.length;
+        }
+        return original.call(this, cut, position);
+      };
+      try {
+        const parts = [testBytes(1000, 1), new Uint8Array(0), testBytes(1, 2), testBytes(5000, 3), testBytes(776, 4), testBytes(778, 5)];
+        await b.put("short/writes", parts);
+        assert.ok((await b.get("short/writes")).equals(Buffer.concat(parts)), "blob differs after short writes");
+        assert.ok(calls >= Math.ceil(7555 / 777), `only ${calls} writev calls`);
+      } finally {
+        proto.writev = original;
+      }
+    }));
+
   test("ranged reads through cached open files match a model under random puts, deletes and evictions; close releases them", () =>
     withLocal(async (b) => {
       const openFds = (): number => fs.readdirSync("/proc/self/fd").length;
