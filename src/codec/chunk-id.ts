@@ -76,9 +76,16 @@ export class ChunkIdHasher {
     if (this.#key.length !== KEY_BYTES) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "chunk-id key must be 32 bytes");
   }
 
+  /** Reused by {@link id} (reset first): a new native hasher per small chunk cost more than hashing it. */
+  #oneShot: Blake3Hasher | undefined;
+
   /** The 32-byte id of `data`. */
   id(data: Uint8Array): Uint8Array {
-    return Blake3Hasher.newKeyed(this.#key).update(asBuffer(data)).digestBuffer();
+    // Synchronous from reset to digest, so one hasher serves every call on this thread.
+    const h = (this.#oneShot ??= Blake3Hasher.newKeyed(this.#key));
+    h.reset();
+    h.update(asBuffer(data));
+    return h.digestBuffer();
   }
 
   stream(): ChunkIdStream {

@@ -38,6 +38,10 @@ test("ids depend on the key and on every byte", () => {
   flipped[77_777]! ^= 1;
   assert.notEqual(hex(chunkId(a, data)), hex(chunkId(a, flipped)));
   assert.equal(hex(chunkId(a, new Uint8Array(0))).length, 64);
+  // One hasher serves many calls: no state carries from one id to the next.
+  const h = new ChunkIdHasher(a);
+  const reference = (bytes: Uint8Array): string => hex(Blake3Hasher.newKeyed(Buffer.from(a.subkey("chunk-id"))).update(Buffer.from(bytes)).digestBuffer());
+  for (const bytes of [data, flipped, new Uint8Array(0), data.subarray(0, 5), data]) assert.equal(hex(h.id(bytes)), reference(bytes));
 });
 
 test("streaming ids equal one-shot ids however the input is split; views are hashed by their bytes", () => {
