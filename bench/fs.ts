@@ -82,7 +82,7 @@ import { mkdir, open, rename, stat, unlink, type FileHandle } from "node:fs/prom
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { MB, MiB, errText, readCpuSeconds, startChild, stopServer, track, waitFor, type Server } from "./peer.js";
+import { MB, MiB, binNodeFlags, errText, readCpuSeconds, startChild, stopServer, track, waitFor, type Server } from "./peer.js";
 
 const STOWAGE_MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 const BUCKET = "bench";
@@ -648,7 +648,7 @@ async function startStowage(root: string, mnt: string, cpuProfDir: string | unde
     mkdirSync(cpuProfDir, { recursive: true });
     nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`);
   }
-  const args = [...nodeArgs, STOWAGE_MAIN, "serve", "--data", dataDir, "--port", "0", "--address", "127.0.0.1", "--mount", mnt, "--log-level", "warn"];
+  const args = [...binNodeFlags(STOWAGE_MAIN), ...nodeArgs, STOWAGE_MAIN, "serve", "--data", dataDir, "--port", "0", "--address", "127.0.0.1", "--mount", mnt, "--log-level", "warn"];
   const env: NodeJS.ProcessEnv = { ...process.env, STOWAGE_MASTER_KEY: randomBytes(32).toString("hex"), STOWAGE_PASSPHRASE: "" };
   // The server keeps whatever this process inherited, not the bench's own thread-pool size.
   if (INHERITED_UV_THREADPOOL_SIZE === undefined) delete env.UV_THREADPOOL_SIZE;

@@ -73,6 +73,7 @@ import { fileURLToPath } from "node:url";
 import { Blake3Hasher } from "@napi-rs/blake-hash";
 import { ChunkerParams, chunkBoundaries } from "../src/codec/chunker.js";
 import { MB, PRESETS, planDataset, seededBytes, writeDataset, type PieceSink } from "./dataset.js";
+import { binNodeFlags } from "./peer.js";
 
 type Tool = "stowage" | "restic" | "borg";
 type SetName = "incompressible" | "compressible";
@@ -453,7 +454,7 @@ const stowage: Driver = {
   name: "stowage",
   async version(scratch) {
     if (!existsSync(STOWAGE_MAIN)) return undefined;
-    const r = await run(process.execPath, [STOWAGE_MAIN, "--version"], { timeoutMs: 30_000, scratch });
+    const r = await run(process.execPath, [...binNodeFlags(STOWAGE_MAIN), STOWAGE_MAIN, "--version"], { timeoutMs: 30_000, scratch });
     return r.code === 0 ? `stowage ${firstLine(r.stdout)}` : "stowage (version unknown)";
   },
   init(c) {
@@ -528,7 +529,7 @@ function stowageEnv(c: Ctx): NodeJS.ProcessEnv {
 }
 
 function stowageCmd(c: Ctx, args: string[]): Promise<ProcResult> {
-  return run(process.execPath, [STOWAGE_MAIN, ...args], { env: stowageEnv(c), timeoutMs: c.cfg.timeoutMs, scratch: c.scratch, cwd: REPO_ROOT });
+  return run(process.execPath, [...binNodeFlags(STOWAGE_MAIN), STOWAGE_MAIN, ...args], { env: stowageEnv(c), timeoutMs: c.cfg.timeoutMs, scratch: c.scratch, cwd: REPO_ROOT });
 }
 
 /**

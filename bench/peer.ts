@@ -109,6 +109,16 @@ export class Keystream {
 
 // ------------------------------------------------------------------------------ processes
 
+/**
+ * The node flags a bin's shebang gives (`#!/usr/bin/env -S node FLAGS`), so that a benchmark that
+ * starts `node BIN ...` runs it as `npx stowage ...` would. None for a plain `#!/usr/bin/env node`.
+ */
+export function binNodeFlags(bin: string): string[] {
+  const first = readFileSync(bin, "utf8").split("\n", 1)[0] ?? "";
+  const m = /^#!\/usr\/bin\/env\s+-S\s+node\s+(.*)$/.exec(first.trim());
+  return m === null ? [] : m[1]!.split(/\s+/).filter((a) => a !== "");
+}
+
 /** utime + stime of a process, seconds (from /proc/<pid>/stat). */
 export function readCpuSeconds(pid: number): number | undefined {
   try {

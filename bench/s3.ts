@@ -63,6 +63,7 @@ import { fileURLToPath } from "node:url";
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import {
   Keystream,
+  binNodeFlags,
   MB,
   MiB,
   PEER_BIN_DEFAULT,
@@ -214,7 +215,7 @@ async function startStowage(root: string, cfg: Config): Promise<Server> {
     mkdirSync(cfg.cpuProfDir, { recursive: true });
     nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${cfg.cpuProfDir}`);
   }
-  const args = [...nodeArgs, STOWAGE_MAIN, "serve", "--data", dataDir, "--port", "0", "--address", "127.0.0.1", "--log-level", "warn"];
+  const args = [...binNodeFlags(STOWAGE_MAIN), ...nodeArgs, STOWAGE_MAIN, "serve", "--data", dataDir, "--port", "0", "--address", "127.0.0.1", "--log-level", "warn"];
   const { child, output } = startChild("stowage", process.execPath, args, stowageEnv(), join(root, "stowage.log"));
   let exited = "";
   child.once("exit", (code, signal) => (exited = `exited (${signal ?? code}) before listening: ${output().trim().slice(-500)}`));
@@ -454,7 +455,7 @@ function countBucketFiles(dir: string): number {
 }
 
 function stowageStats(dataDir: string): { backendPuts?: number; plainPuts?: number; error?: string } {
-  const r = spawnSync(process.execPath, [STOWAGE_MAIN, "stats", "--json", "--data", dataDir], { env: stowageEnv(), encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(process.execPath, [...binNodeFlags(STOWAGE_MAIN), STOWAGE_MAIN, "stats", "--json", "--data", dataDir], { env: stowageEnv(), encoding: "utf8", timeout: 60_000 });
   if (r.status !== 0) return { error: (r.stderr || r.stdout || `exit ${r.status}`).trim().split("\n")[0]!.slice(0, 200) };
   try {
     const o = JSON.parse(r.stdout) as { backendPuts?: unknown; plainPuts?: unknown };

@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { openKv } from "../src/kv/index.js";
 
 const BIN = "dist/src/cli/main.js";
@@ -15,6 +15,21 @@ function run(...args: string[]): { status: number | null; stdout: string; stderr
 
 test("the stowage bin is executable (npx stowage runs it directly)", () => {
   assert.notEqual(statSync(BIN).mode & 0o111, 0);
+});
+
+test("run as an executable, the bin starts node with its shebang's V8 flags, which this node accepts", () => {
+  const first = readFileSync(BIN, "utf8").split("\n", 1)[0]!;
+  const m = /^#!\/usr\/bin\/env -S node (.+)$/.exec(first);
+  assert.ok(m !== null, `unexpected shebang ${first}`);
+  const flags = m[1]!.split(" ");
+  assert.ok(flags.includes("--initial-old-space-size=64"), first);
+  // A flag this node does not know would make every `npx stowage` fail before any of our code runs.
+  const probe = spawnSync(process.execPath, [...flags, "-e", "process.stdout.write(process.execArgv.join(' '))"], { encoding: "utf8" });
+  assert.equal(probe.status, 0, probe.stderr);
+  assert.ok(probe.stdout.startsWith(flags.join(" ")), probe.stdout);
+  const direct = spawnSync(BIN, ["--version"], { encoding: "utf8", env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env["PATH"] ?? ""}` } });
+  assert.equal(direct.status, 0, direct.stderr);
+  assert.match(direct.stdout, /^\d+\.\d+\.\d+/);
 });
 
 test("stowage serve starts on a bare data directory, prints endpoint and credentials, serves /health, drains on SIGTERM", async () => {
