@@ -16,6 +16,15 @@ const port = parentPort!;
 
 const digests = new Map<number, Hash>();
 
+function md5Of(stream: number): Hash {
+  let h = digests.get(stream);
+  if (h === undefined) {
+    h = createHash("md5");
+    digests.set(stream, h);
+  }
+  return h;
+}
+
 /**
  * The bytes as an ArrayBuffer to transfer: their own when they span all of it (large results
  * do), else a copy (a small one may be a slice of Node's shared pool, or a view into another).
@@ -31,6 +40,7 @@ port.on("message", (req: EncodeRequest) => {
     switch (req.type) {
       case "encode": {
         const plain = new Uint8Array(req.data);
+        if (req.md5Stream !== undefined) md5Of(req.md5Stream).update(plain);
         const c = compressChunk(plain, data.level);
         const sealed = cipher.seal(c.bytes, recordAad(RECORD_KIND_CHUNK, c.method, new Uint8Array(req.chunkId)));
         const out = transferable(sealed);
@@ -47,12 +57,7 @@ port.on("message", (req: EncodeRequest) => {
         return;
       }
       case "md5": {
-        let h = digests.get(req.stream);
-        if (h === undefined) {
-          h = createHash("md5");
-          digests.set(req.stream, h);
-        }
-        h.update(new Uint8Array(req.data));
+        md5Of(req.stream).update(new Uint8Array(req.data));
         port.postMessage({ seq: req.seq, ok: true } satisfies EncodeReply);
         return;
       }

@@ -24,7 +24,8 @@ export interface EncoderWorkerData {
 
 /** Messages to a worker: encode a chunk, or feed / finish / drop one stream's MD5. */
 export type EncodeRequest =
-  | { type: "encode"; seq: number; chunkId: ArrayBuffer; data: ArrayBuffer }
+  /** `md5Stream`: the chunk's bytes are also the next bytes of that stream's MD5 (see {@link RecordEncoder.encode}). */
+  | { type: "encode"; seq: number; chunkId: ArrayBuffer; data: ArrayBuffer; md5Stream?: number }
   | { type: "md5"; seq: number; stream: number; data: ArrayBuffer }
   | { type: "md5-final"; seq: number; stream: number }
   | { type: "md5-abort"; seq: number; stream: number }
@@ -39,12 +40,17 @@ export type EncodeReply =
 
 /** An incremental MD5 computed off the caller's thread (the S3 ETag of a stream). */
 export interface DigestStream {
-  /** Feeds bytes (copied); waits only while too many bytes are queued for the worker. */
+  /**
+   * Feeds bytes (copied). They are queued for the worker at once, in call order, whether or not
+   * the returned promise is awaited; it settles when fewer bytes are queued than the bound.
+   */
   update(data: Uint8Array): Promise<void>;
   /** The 16-byte MD5 of everything fed. */
   digest(): Promise<Buffer>;
   /** Drops the stream's state (after a failure). */
   abort(): void;
+  /** @internal Set when the MD5 runs in a worker of `owner`: chunks encoded there can carry its bytes. */
+  readonly ride?: { readonly owner: RecordEncoder; readonly worker: number; readonly stream: number };
 }
 
 /** Bytes queued for MD5 in workers, across streams, before `update` waits. */
@@ -106,6 +112,7 @@ export class RecordEncoder {
   #failure: Error | undefined;
   #streams = 0;
   #workerOpens = 0;
+  #digestRides = 0;
   #openingBytes = 0;
   /** `close` waiting for the jobs under way. */
   readonly #drainWaiters: Array<() => void> = [];
@@ -140,8 +147,31 @@ export class RecordEncoder {
   /**
    * Compresses and seals one chunk whose id is `chunkId`. Waits first while `maxInFlightBytes`
    * are being encoded (one chunk is always admitted, whatever its size).
+   *
+   * With `digest`, the chunk's bytes are also fed to that MD5 stream, before this returns its
+   * promise (so calls keep the stream's byte order even when not awaited). When the stream's MD5
+   * runs in a worker and the chunk can go to that worker now, they travel in one message: one
+   * copy and one post of the bytes instead of two (put-large: ~0.3 ms of the calling thread per MiB).
    */
-  async encode(chunkId: Uint8Array, data: Uint8Array): Promise<EncodedRecord> {
+  async encode(chunkId: Uint8Array, data: Uint8Array, digest?: DigestStream): Promise<EncodedRecord> {
+    const ride = digest?.ride;
+    if (
+      ride !== undefined &&
+      ride.owner === this &&
+      this.#workers.length > 0 &&
+      data.length >= INLINE_BELOW &&
+      !(this.#inFlightBytes > 0 && this.#inFlightBytes + data.length > this.#maxInFlight)
+    ) {
+      // Admitted without waiting: posted before the first await below.
+      this.#inFlightBytes += data.length;
+      try {
+        return await this.#encodeOne(chunkId, data, ride);
+      } finally {
+        this.#inFlightBytes -= data.length;
+        this.#waiting.shift()?.();
+      }
+    }
+    if (digest !== undefined) await digest.update(data);
     // Small chunks (small objects) cost more to post to a worker than to encode here.
     if (this.#workers.length === 0 || data.length < INLINE_BELOW) return this.#encodeInline(chunkId, data);
     while (this.#inFlightBytes > 0 && this.#inFlightBytes + data.length > this.#maxInFlight) {
@@ -163,14 +193,18 @@ export class RecordEncoder {
     return { method: c.method, sealed: sealRecord(this.#keys, RECORD_KIND_CHUNK, c.method, chunkId, c.bytes) };
   }
 
-  #encodeOne(chunkId: Uint8Array, data: Uint8Array): Promise<EncodedRecord> {
+  /** Posts at once (no await before the post): callers rely on that for a riding MD5's order. */
+  #encodeOne(chunkId: Uint8Array, data: Uint8Array, ride?: { worker: number; stream: number }): Promise<EncodedRecord> {
     if (this.#closed) return Promise.reject(new StowageError("STOWAGE_INVALID_ARGUMENT", "the record encoder is closed"));
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     let w = 0;
-    for (let i = 1; i < this.#workers.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
+    if (ride !== undefined) w = ride.worker;
+    else for (let i = 1; i < this.#workers.length; i++) if (this.#load[i]! < this.#load[w]!) w = i;
     const copy = new Uint8Array(data); // a copy (Buffer#slice would be a view, and the transfer would detach it)
     const id = Uint8Array.from(chunkId);
-    return this.#post(w, { type: "encode", seq: this.#seq++, chunkId: id.buffer, data: copy.buffer }, [copy.buffer, id.buffer]).then((reply) => {
+    const req: EncodeRequest = { type: "encode", seq: this.#seq++, chunkId: id.buffer, data: copy.buffer, ...(ride === undefined ? {} : { md5Stream: ride.stream }) };
+    if (ride !== undefined) this.#digestRides++;
+    return this.#post(w, req, [copy.buffer, id.buffer]).then((reply) => {
       if (!("sealed" in reply)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "encoder worker sent an unexpected reply");
       return { method: reply.method, sealed: new Uint8Array(reply.sealed) };
     });
@@ -215,6 +249,11 @@ export class RecordEncoder {
     return openRecord(this.#keys, entry, sealedBytes, packId);
   }
 
+  /** Chunks that carried their stream's MD5 bytes to a worker so far (for tests and profiling). */
+  get digestRides(): number {
+    return this.#digestRides;
+  }
+
   /** Records `openRecord` opened in a worker so far (for tests and profiling). */
   get workerOpens(): number {
     return this.#workerOpens;
@@ -251,11 +290,12 @@ export class RecordEncoder {
     const w = stream % this.#workers.length;
     let failed: unknown;
     return {
-      update: async (d) => {
-        if (failed !== undefined) throw failed;
-        while (this.#digestBytes > 0 && this.#digestBytes + d.length > MAX_DIGEST_IN_FLIGHT) {
-          await new Promise<void>((resolve) => this.#digestWaiting.push(resolve));
-        }
+      ride: { owner: this, worker: w, stream },
+      update: (d) => {
+        if (failed !== undefined) return Promise.reject(failed);
+        // Posted now, so bytes reach the worker in call order; the wait (if any) comes after.
+        const over = this.#digestBytes > 0 && this.#digestBytes + d.length > MAX_DIGEST_IN_FLIGHT;
+        const queued = over ? new Promise<void>((resolve) => this.#digestWaiting.push(resolve)) : Promise.resolve();
         this.#digestBytes += d.length;
         const copy = new Uint8Array(d); // a copy, never a view: it is transferred
         this.#post(w, { type: "md5", seq: this.#seq++, stream, data: copy.buffer }, [copy.buffer])
@@ -266,6 +306,7 @@ export class RecordEncoder {
             this.#digestBytes -= d.length;
             this.#digestWaiting.shift()?.();
           });
+        return queued;
       },
       digest: async () => {
         const reply = await this.#post(w, { type: "md5-final", seq: this.#seq++, stream });

@@ -99,17 +99,20 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
     const rawLength = data.length;
     manifest.push({ chunkId: id, offset: 0, length: rawLength });
     const hex = id.toString("hex");
-    if (seen.has(hex)) return;
+    // The MD5 is fed chunk by chunk, in stream order: store() runs one chunk at a time, and each
+    // path below feeds its chunk before the next store() (encode() feeds it before returning).
+    if (seen.has(hex)) return md5.update(data);
     seen.add(hex);
     // Pending first, then the index: a chunk committed between the two checks is in the index.
     const pendingIn = ctx.packer.whenCommitted(id);
     if (pendingIn !== undefined) {
       dependsOn.add(pendingIn);
-      return;
+      return md5.update(data);
     }
     const indexed = await ctx.meta.getChunk(id);
-    if (indexed !== undefined && (ctx.usable === undefined || (await ctx.usable(indexed)))) return;
-    const encoded = ctx.encoder.encode(id, data);
+    if (indexed !== undefined && (ctx.usable === undefined || (await ctx.usable(indexed)))) return md5.update(data);
+    // A new chunk carries its bytes to the MD5 itself (in the same message, when both go to a worker).
+    const encoded = ctx.encoder.encode(id, data, md5);
     encoded.catch(ignore);
     const step = chain.then(async () => {
       const r = await encoded;
@@ -137,7 +140,6 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
       if (limits.expectedSize !== undefined && size > limits.expectedSize) {
         throw new StowageError("STOWAGE_INVALID_ARGUMENT", `body is longer than the announced ${limits.expectedSize} bytes`);
       }
-      await md5.update(buf);
       for (const c of chunker.push(buf)) await store(c.data);
     }
   } catch (err) {
