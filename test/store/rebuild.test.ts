@@ -214,7 +214,9 @@ test("rebuilding an intact index changes nothing, also with retired packs still 
     const after = await collectGarbage(t.store, { graceMs: 60_000 });
     assert.equal(after.packsDeleted, retired.length, "retired packs are deleted after a rebuild too");
     for (const p of retired) assert.equal(await t.backend.head(p.blobKey), undefined);
-    assert.equal((await computeStats(t.meta)).retiredPacks, 0);
+    // Only packs this second run recycled itself are retired now (it may merge a small pack that
+    // the first run wrote, depending on how the writes were grouped into packs).
+    assert.equal((await computeStats(t.meta)).retiredPacks, after.packsRecycled);
     await readsBack(t, expected);
     await assertClean(t.store);
   } finally {
