@@ -15,8 +15,9 @@
  * large GET 2.64-3.05 -> 2.03-2.16 ms (medians of 5 GETs, four alternating runs), `stowage put` of
  * the bench's incompressible set 165-176 -> 196-199 MB/s; the cost is up to ~35 MB more peak RSS.
  * The flag takes effect only at process start (v8.setFlagsFromString later changed nothing), so
- * it rides on the shebang (`env -S`, GNU coreutils 8.30+ and macOS); `node dist/src/cli/main.js`
- * runs without it. The benchmarks start the bin with the same flags (`binNodeFlags` in
+ * it rides on the shebang (`env -S`: GNU coreutils 8.30+, macOS, FreeBSD; busybox's env, as on
+ * Alpine, may lack -S: run `node --initial-old-space-size=64 dist/src/cli/main.js` there);
+ * `node dist/src/cli/main.js` runs without it. The benchmarks start the bin with the same flags (`binNodeFlags` in
  * bench/peer.ts reads them from this line).
  */
 import { readFileSync } from "node:fs";
