@@ -80,7 +80,8 @@ describe("LocalBackend", () => {
       assert.deepEqual(tempEntries(bucket), []);
     }));
 
-  test("a put's parts survive short writev calls (each writes at most 777 bytes, cutting parts anywhere)", () =>
+  // A timeout: a put that stops advancing through its parts would otherwise write forever.
+  test("a put's parts survive short writev calls (each writes at most 777 bytes, cutting parts anywhere)", { timeout: 10_000 }, () =>
     withLocal(async (b) => {
       const probe = await fs.promises.open(path.join(os.tmpdir(), `stowage-writev-probe-${process.pid}`), "w");
       const proto = Object.getPrototypeOf(probe) as { writev: (buffers: Uint8Array[], position?: number) => Promise<{ bytesWritten: number; buffers: Uint8Array[] }> };
