@@ -68,7 +68,7 @@ import {
   rmSync,
 } from "node:fs";
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { dirname, join, relative, sep } from "node:path";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Blake3Hasher } from "@napi-rs/blake-hash";
 import { ChunkerParams, chunkBoundaries } from "../src/codec/chunker.js";
@@ -149,7 +149,7 @@ function parseArgs(argv: string[]): Config {
     else if (a === "--size-incompressible") cfg.sizes.incompressible = num();
     else if (a === "--size-compressible") cfg.sizes.compressible = num();
     else if (a === "--seed") cfg.seed = Math.floor(num());
-    else if (a === "--dir") cfg.dir = val();
+    else if (a === "--dir") cfg.dir = resolve(val()); // absolute: the tools run in other working directories
     else if (a === "--floor-mb") cfg.floorMB = num();
     else if (a === "--no-floor") cfg.floorMB = 0;
     else if (a === "--no-install") cfg.install = false;
