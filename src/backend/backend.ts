@@ -18,6 +18,15 @@ export interface BlobInfo {
 export interface ByteRange {
   offset: number;
   length: number;
+  /**
+   * A buffer of the caller's that the backend may read the bytes into, when it holds at least
+   * `length` bytes: the result is then a view of it. The caller must not reuse it while it still
+   * uses that result. A backend that cannot read into a given buffer (or one too short) ignores
+   * it and returns a new buffer, as without it. (The pack reader recycles its large request
+   * buffers this way: on a 1 GiB GET from a local bucket, a fresh buffer per 8 MiB read cost
+   * about a fifth of the server's CPU in garbage collection and page faults.)
+   */
+  into?: Buffer;
 }
 
 /** Request counters, as a cloud provider would bill them. */
@@ -91,6 +100,7 @@ export function checkRange(range: ByteRange | undefined): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
     throw new StowageError("STOWAGE_INVALID_ARGUMENT", `invalid byte range offset=${offset} length=${length}`);
   }
+  if (range.into !== undefined && !Buffer.isBuffer(range.into)) throw new StowageError("STOWAGE_INVALID_ARGUMENT", "a byte range's `into` must be a Buffer");
 }
 
 /** The body as one list of buffers, and its total length. */

@@ -113,10 +113,10 @@ async function writeParts(fh: FileHandle, parts: readonly Uint8Array[]): Promise
   }
 }
 
-/** Reads `length` bytes at `start` (fewer only if the file ends first). */
-async function readSpan(fh: FileHandle, start: number, length: number): Promise<Buffer> {
-  // Not pooled, not zeroed: every byte returned is read from the file.
-  const buf = Buffer.allocUnsafeSlow(length);
+/** Reads `length` bytes at `start` (fewer only if the file ends first), into `into` when it is long enough. */
+async function readSpan(fh: FileHandle, start: number, length: number, into?: Buffer): Promise<Buffer> {
+  // Not zeroed: every byte returned is read from the file.
+  const buf = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafeSlow(length);
   let done = 0;
   while (done < buf.length) {
     const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
@@ -269,7 +269,7 @@ export class LocalBackend implements BlobBackend {
     try {
       h = await this.#acquire(key, file);
       const start = Math.min(range.offset, h.size);
-      return await readSpan(h.fh, start, Math.min(h.size, start + range.length) - start);
+      return await readSpan(h.fh, start, Math.min(h.size, start + range.length) - start, range.into);
     } catch (err) {
       if (isMissing(err)) throw notFound(this.location, key);
       throw mapFsError("get", file, err);

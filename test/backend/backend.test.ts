@@ -71,6 +71,23 @@ function tempEntries(bucket: string): string[] {
 }
 
 describe("LocalBackend", () => {
+  test("a ranged get reads into the caller's buffer when it is long enough (the result is a view of it)", () =>
+    withLocal(async (b) => {
+      const data = Buffer.from("0123456789abcdefghij");
+      await b.put("p/x", data);
+      const into = Buffer.alloc(32, 0xee);
+      const r = await b.get("p/x", { offset: 5, length: 10, into });
+      assert.equal(r.toString(), "56789abcde");
+      assert.equal(r.buffer, into.buffer);
+      assert.equal(r.byteOffset, into.byteOffset);
+      assert.equal(into.subarray(0, 10).toString(), "56789abcde");
+      assert.deepEqual(into.subarray(10), Buffer.alloc(22, 0xee));
+      // Clipped at the end of the blob: a shorter view.
+      const tail = await b.get("p/x", { offset: 15, length: 10, into });
+      assert.equal(tail.toString(), "fghij");
+      assert.equal(tail.buffer, into.buffer);
+    }));
+
   test("key a/b/c is the file <root>/a/b/c; location is the root's file URL; no temporaries left", () =>
     withLocal(async (b, bucket) => {
       assert.equal(b.location, pathToFileURL(bucket).href);

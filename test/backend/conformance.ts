@@ -124,6 +124,28 @@ export function backendConformance(name: string, make: () => Promise<BackendFixt
         assert.deepEqual(await collect(b.list("")), [{ key: "k", size: 2 }]);
       }));
 
+    test("a ranged get with `into` returns the same bytes whether the backend reads into it or not; a short one is left alone", () =>
+      withBackend(async (b) => {
+        const data = testBytes(1000, 9);
+        await b.put("r/into", data);
+        const cases: [ByteRange, Buffer][] = [
+          [{ offset: 100, length: 50, into: Buffer.alloc(64, 0xee) }, data.subarray(100, 150)],
+          [{ offset: 0, length: 1000, into: Buffer.alloc(1000, 0xee) }, data],
+          [{ offset: 990, length: 100, into: Buffer.alloc(100, 0xee) }, data.subarray(990)],
+          [{ offset: 5000, length: 10, into: Buffer.alloc(10, 0xee) }, Buffer.alloc(0)],
+          [{ offset: 0, length: 0, into: Buffer.alloc(4, 0xee) }, Buffer.alloc(0)],
+        ];
+        for (const [range, expected] of cases) assert.deepEqual(await b.get("r/into", range), expected, `${range.offset}+${range.length}`);
+        // Too short for the range: never written past its end, and the bytes are still right.
+        const short = Buffer.alloc(10, 0xee);
+        const backing = Buffer.alloc(20, 0xee);
+        const view = backing.subarray(0, 10);
+        assert.deepEqual(await b.get("r/into", { offset: 200, length: 50, into: short }), data.subarray(200, 250));
+        assert.deepEqual(await b.get("r/into", { offset: 200, length: 50, into: view }), data.subarray(200, 250));
+        assert.deepEqual(short, Buffer.alloc(10, 0xee));
+        assert.deepEqual(backing, Buffer.alloc(20, 0xee));
+      }));
+
     test("ranged gets: start, middle, end, clipped, at and past the end, zero-length", () =>
       withBackend(async (b) => {
         const data = testBytes(1000, 7);
@@ -231,6 +253,7 @@ export function backendConformance(name: string, make: () => Promise<BackendFixt
           { offset: Number.NaN, length: 1 },
           { offset: 0, length: Number.POSITIVE_INFINITY },
           { offset: 2 ** 53, length: 1 },
+          { offset: 0, length: 1, into: new Uint8Array(4) as Buffer },
         ];
         for (const range of bad) await rejectsWith(b.get("k", range), "STOWAGE_INVALID_ARGUMENT");
       }));

@@ -6,9 +6,13 @@ import { isStowageError, type ErrorCode } from "../../src/errors.js";
 import { RepositoryKeys } from "../../src/codec/keys.js";
 import { SEALED_OVERHEAD } from "../../src/codec/aead.js";
 import { compressChunk } from "../../src/codec/compress.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { MemoryBackend } from "../../src/backend/memory.js";
+import { LocalBackend } from "../../src/backend/local.js";
 import type { BlobBackend, BlobInfo, ByteRange } from "../../src/backend/backend.js";
-import { newPackId, packBlobKey, RECORD_KIND_METADATA } from "../../src/pack/format.js";
+import { newPackId, openRecord, packBlobKey, RECORD_KIND_METADATA } from "../../src/pack/format.js";
 import { Packer, type PackCommit } from "../../src/pack/writer.js";
 import { PackReader, type ChunkLocation } from "../../src/pack/reader.js";
 import { RecordEncoder } from "../../src/pack/encoder.js";
@@ -139,7 +143,7 @@ test("adjacent chunks of one pack are one GET, or ceil(total / maxRequestBytes) 
   assert.equal(backend.gets.length, 1);
   assert.deepEqual(backend.gets[0]!.range, { offset: 0, length: 64 * 4096 });
   got.forEach((b, i) => assert.ok(b.equals(written[i]!.data)));
-  assert.deepEqual(reader.stats(), { requests: 1, bytesFetched: 64 * 4096, cacheHits: 0, cacheMisses: 64 });
+  assert.deepEqual(reader.stats(), { requests: 1, bytesFetched: 64 * 4096, cacheHits: 0, cacheMisses: 64, recycledReads: 0 });
 
   reader = new PackReader(backend, keys, { maxRequestBytes: 64 * 1024 });
   backend.gets = [];
@@ -351,4 +355,54 @@ test("a missing pack is STOWAGE_BACKEND_NOT_FOUND naming the pack", async () => 
   await rejectsWith(reader.readOne(loc), "STOWAGE_BACKEND_NOT_FOUND", new RegExp(packId));
   await rejectsWith(collect(reader.read([loc])), "STOWAGE_BACKEND_NOT_FOUND", new RegExp(packId));
   await rejectsWith(collect(reader.read([{ ...loc, storedLength: 3 }])), "STOWAGE_INVALID_ARGUMENT");
+});
+
+test("large requests read into recycled buffers: an open that is slow to read its bytes still gets its own", async () => {
+  const root = mkdtempSync(join(tmpdir(), "stowage-reader-"));
+  const backend = await LocalBackend.open(join(root, "bucket"));
+  try {
+    const keys = RepositoryKeys.generate();
+    // Chunks of 150-400 KB in packs of ~3 MB; requests of up to 1.5 MiB, so most are recycled
+    // (1 MiB or more) and they outnumber the recycled buffers many times over.
+    const sizes = Array.from({ length: 60 }, () => randomInt(150_000, 400_000));
+    const written = await writeChunks(backend, keys, sizes, true, 3_000_000, (i) => i % 4 === 0);
+    const byId = new Map(written.map((w) => [w.loc.chunkId.toString("hex"), w.data]));
+    // Opens wait a random while before they read the sealed bytes (as a busy worker would): a
+    // buffer recycled before its records are opened would hand them another request's bytes.
+    const open = async (entry: Parameters<typeof openRecord>[1], sealed: Uint8Array, packId: string): Promise<Buffer> => {
+      await sleep(randomInt(0, 4));
+      return openRecord(keys, entry, sealed, packId);
+    };
+    const reader = new PackReader(backend, keys, { cacheBytes: 0, maxRequestBytes: 1536 * 1024, readAhead: 3, open });
+    // In pack order the requests are runs of several chunks (1 MiB or more: recycled); reversed or
+    // shuffled, single chunks (new buffers): both kinds at once.
+    const orders = [written, written, [...written].reverse(), [...written].sort(() => randomInt(3) - 1)];
+    await Promise.all(
+      orders.map(async (order) => {
+        const got = await collect(reader.read(order.map((w) => w.loc)));
+        assert.equal(got.length, order.length);
+        got.forEach((b, i) => assert.ok(b.equals(byId.get(order[i]!.loc.chunkId.toString("hex"))!), `chunk ${i}`));
+      }),
+    );
+    // At most MAX_RECYCLED (3) buffers are ever made: more recycled reads than that means reuse.
+    const mid = reader.stats().recycledReads;
+    const seq = await collect(reader.read(written.map((w) => w.loc)));
+    seq.forEach((b, i) => assert.ok(b.equals(written[i]!.data), `chunk ${i}`));
+    const st = reader.stats();
+    assert.ok(mid >= 1 && st.recycledReads - mid >= 4, `recycled reads: ${mid} concurrently, then ${st.recycledReads - mid} of ${st.requests}`);
+    // A consumer that stops early: the buffers of requests under way come back all the same.
+    for (let round = 0; round < 3; round++) {
+      for await (const b of reader.read(written.map((w) => w.loc))) {
+        assert.ok(b.equals(written[0]!.data));
+        break;
+      }
+    }
+    const before = reader.stats().recycledReads;
+    const again = await collect(reader.read(written.map((w) => w.loc)));
+    again.forEach((b, i) => assert.ok(b.equals(written[i]!.data), `chunk ${i} after early stops`));
+    assert.ok(reader.stats().recycledReads > before, "buffers still recycled after early stops");
+  } finally {
+    await backend.close();
+    rmSync(root, { recursive: true, force: true });
+  }
 });
