@@ -208,6 +208,12 @@ export interface Chunk {
   readonly offset: number;
   /** The chunk's bytes (a view or a fresh buffer; see {@link Chunker.push}). */
   readonly data: Uint8Array;
+  /**
+   * True when `data` is a fresh buffer made by the chunker: it spans its whole ArrayBuffer and
+   * nothing else refers to it, so the consumer may take it (e.g. transfer it to a worker thread).
+   * False for a view of the caller's input.
+   */
+  readonly owned: boolean;
 }
 
 let warmedUp = false;
@@ -452,7 +458,9 @@ export class Chunker {
       const cut = scanner.scan(data, start, n);
       if (cut < 0) break;
       let chunk: Uint8Array;
+      let owned = true;
       if (this.pendingLen === 0) {
+        owned = this.copy;
         chunk = this.copy ? data.slice(start, cut) : data.subarray(start, cut);
       } else {
         chunk = allocFilled(this.pendingLen + (cut - start));
@@ -460,7 +468,7 @@ export class Chunker {
         chunk.set(data.subarray(start, cut), this.pendingLen);
         this.pendingLen = 0;
       }
-      out.push({ offset: this.offset, data: chunk });
+      out.push({ offset: this.offset, data: chunk, owned });
       this.offset += chunk.length;
       start = cut;
     }
@@ -476,7 +484,7 @@ export class Chunker {
   finish(): Chunk[] {
     const out: Chunk[] = [];
     if (this.pendingLen > 0) {
-      out.push({ offset: this.offset, data: this.pending.slice(0, this.pendingLen) });
+      out.push({ offset: this.offset, data: this.pending.slice(0, this.pendingLen), owned: true });
     }
     this.pendingLen = 0;
     this.offset = 0;

@@ -94,7 +94,8 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
   // stream order, so an object's chunks sit next to each other in its packs (one GET reads many).
   let chain: Promise<void> = Promise.resolve();
   const encoding: Promise<void>[] = [];
-  const store = async (data: Uint8Array): Promise<void> => {
+  // `owned`: the chunker made `data` and nothing else holds it: the encoder may take it (no copy).
+  const store = async (data: Uint8Array, owned: boolean): Promise<void> => {
     const id = Buffer.from(ctx.hasher.id(data));
     const rawLength = data.length;
     manifest.push({ chunkId: id, offset: 0, length: rawLength });
@@ -112,7 +113,7 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
     const indexed = await ctx.meta.getChunk(id);
     if (indexed !== undefined && (ctx.usable === undefined || (await ctx.usable(indexed)))) return md5.update(data);
     // A new chunk carries its bytes to the MD5 itself (in the same message, when both go to a worker).
-    const encoded = ctx.encoder.encode(id, data, md5);
+    const encoded = ctx.encoder.encode(id, data, md5, owned);
     encoded.catch(ignore);
     const step = chain.then(async () => {
       const r = await encoded;
@@ -140,7 +141,7 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
       if (limits.expectedSize !== undefined && size > limits.expectedSize) {
         throw new StowageError("STOWAGE_INVALID_ARGUMENT", `body is longer than the announced ${limits.expectedSize} bytes`);
       }
-      for (const c of chunker.push(buf)) await store(c.data);
+      for (const c of chunker.push(buf)) await store(c.data, c.owned);
     }
   } catch (err) {
     chunker.finish();
@@ -150,7 +151,7 @@ export async function ingest(ctx: IngestContext, source: AsyncIterable<Uint8Arra
     throw new StowageError("STOWAGE_INCOMPLETE_BODY", `the data stream failed after ${size} bytes: ${(err as Error).message}`, { cause: err });
   }
   try {
-    for (const c of chunker.finish()) await store(c.data);
+    for (const c of chunker.finish()) await store(c.data, c.owned);
     await chain;
     if (limits.expectedSize !== undefined && size !== limits.expectedSize) {
       throw new StowageError("STOWAGE_INCOMPLETE_BODY", `body ended after ${size} of ${limits.expectedSize} announced bytes`);

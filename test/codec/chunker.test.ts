@@ -261,11 +261,15 @@ test("views and copies: chunks inside one push are views unless copy is set; spa
   assert.ok(ends.length > 50);
   const views = new Chunker(SMALL).push(data);
   assert.ok(views.length >= ends.length - 1);
-  for (const c of views) assert.equal(c.data.buffer, data.buffer, "a view of the input");
+  for (const c of views) {
+    assert.equal(c.data.buffer, data.buffer, "a view of the input");
+    assert.equal(c.owned, false, "a view is not the consumer's to take");
+  }
   const copies = new Chunker({ ...SMALL, copy: true }).push(data);
   for (const c of copies) {
     assert.notEqual(c.data.buffer, data.buffer);
     assert.equal(c.data.byteLength, c.data.buffer.byteLength, "an exact-size buffer");
+    assert.equal(c.owned, true);
   }
   assert.deepEqual(
     copies.map((c) => c.offset),
@@ -279,12 +283,17 @@ test("views and copies: chunks inside one push are views unless copy is set; spa
     const piece = data.subarray(off, off + scratch.length);
     scratch.set(piece);
     for (const c of chunker.push(scratch.subarray(0, piece.length))) {
-      if (c.data.buffer !== scratch.buffer) assert.equal(c.data.byteLength, c.data.buffer.byteLength, "exact size");
+      // Owned exactly when it is not a view of the input: then it is a whole, exact-size buffer.
+      assert.equal(c.owned, c.data.buffer !== scratch.buffer);
+      if (c.owned) assert.ok(c.data.byteOffset === 0 && c.data.byteLength === c.data.buffer.byteLength, "exact size");
       got.push(c.data.slice());
     }
     scratch.fill(0xee); // the caller reuses its buffer
   }
-  for (const c of chunker.finish()) got.push(c.data);
+  for (const c of chunker.finish()) {
+    assert.equal(c.owned, true);
+    got.push(c.data);
+  }
   assert.deepEqual(endsOf(got), ends);
   assert.ok(Buffer.from(concat(got)).equals(data));
 });

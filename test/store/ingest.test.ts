@@ -33,11 +33,17 @@ test("a stream's MD5 is exact whether chunks carry it to the worker, feed it alo
     await t.store.createBucket("bkt");
     const data = mixedData(11);
     const ridesBefore = t.store.encoder.digestRides;
+    const givenBefore = t.store.encoder.givenBuffers;
     // No size given: the MD5 runs in the worker, and new chunks of 64 KiB or more carry it there.
+    // The pieces are views of `data`: chunks inside one piece are views too (copied to the
+    // worker), chunks across pieces are the chunker's own buffers (transferred). Were a view
+    // transferred, `data` itself would be detached and the MD5 below would be of nothing.
     const first = await t.store.putObject("bkt", "first", pieces(data, 100_003));
+    assert.equal(data.length, 9 * MiB - 777);
     assert.equal(first.etag, md5(data));
     const rides = t.store.encoder.digestRides - ridesBefore;
     assert.ok(rides > 10, `only ${rides} chunks carried the MD5`);
+    assert.ok(t.store.encoder.givenBuffers - givenBefore > 10, "chunks assembled by the chunker were transferred, not copied");
     // Every chunk is indexed now: all dedup hits, none carries it.
     const again = await t.store.putObject("bkt", "again", pieces(data, 65_537));
     assert.equal(again.etag, md5(data));
