@@ -99,9 +99,12 @@ test("a small put's journal costs no extra PUT: its intent rides with its data, 
   assert.ok(on.sequential <= off.sequential + 2, `sequential: ${on.sequential} PUTs with the journal, ${off.sequential} without`);
   // Under concurrency the number of packs depends on how the 16 clients' requests happen to
   // line up (20-40 for 320 puts in either mode): what the journal must not add is packs of its
-  // own: only the creation of the bucket (its entry is waited for) and a lazy flush or two (1-2 seen).
+  // own in proportion to the puts: the creation of the bucket (its entry is waited for), a lazy
+  // flush, and a few packs closed between a flush and the records that were to ride in it
+  // (1-5 seen in 16 runs on 2026-11-27, at either of two commits; 1-2 before: the bound of 3 failed
+  // about one run in two that day). One journal pack per put would be ~100.
   assert.equal(off.journalOnly, 0);
-  assert.ok(on.journalOnly <= 3, `${on.journalOnly} packs hold journal records and no chunk`);
+  assert.ok(on.journalOnly <= 8, `${on.journalOnly} packs hold journal records and no chunk`);
   for (const r of [off, on]) assert.ok(r.concurrent <= 320 / 4, `${r.concurrent} PUTs for 320 concurrent puts: packing failed`);
 });
 
