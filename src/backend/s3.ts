@@ -221,6 +221,10 @@ export function mapS3Error(op: string, bucket: string, key: string, err: unknown
   );
 }
 
+function isAsyncIterable(x: unknown): x is AsyncIterable<unknown> {
+  return typeof x === "object" && x !== null && typeof (x as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function";
+}
+
 function asBuffer(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
@@ -423,6 +427,20 @@ export class S3Backend implements BlobBackend {
     if (range !== undefined) header = `bytes=${range.offset}-${(BigInt(range.offset) + BigInt(range.length) - 1n).toString()}`;
     try {
       const res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), ...(header === undefined ? {} : { Range: header }) }));
+      // A range honoured by the service (Content-Range) is at most range.length bytes: read it
+      // straight into the caller's buffer when one is given (no list of parts, no concatenation).
+      const into = range?.into;
+      if (into !== undefined && range !== undefined && into.length >= range.length && res.ContentRange !== undefined && isAsyncIterable(res.Body)) {
+        let pos = 0;
+        for await (const part of res.Body) {
+          if (!(part instanceof Uint8Array) || pos + part.length > range.length) {
+            throw new BackendIoError(`S3 get ${JSON.stringify(key)} in bucket ${JSON.stringify(this.bucket)}: the service sent more than the ${range.length} bytes asked for`, { retryable: true });
+          }
+          into.set(part, pos);
+          pos += part.length;
+        }
+        return into.subarray(0, pos);
+      }
       const bytes = res.Body === undefined ? new Uint8Array(0) : await res.Body.transformToByteArray();
       const data = asBuffer(bytes);
       if (range !== undefined && res.ContentRange === undefined) {

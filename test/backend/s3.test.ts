@@ -102,6 +102,21 @@ for (const impl of impls) {
   });
 
   describe(`S3Backend on ${impl}`, () => {
+    test("a ranged get reads the body into the caller's buffer when it is long enough", () =>
+      withS3(impl, {}, async (b) => {
+        const data = testBytes(300_000, 5);
+        await b.put("packs/into", data);
+        const into = Buffer.alloc(200_000, 0xee);
+        const r = await b.get("packs/into", { offset: 1000, length: 150_000, into });
+        assert.ok(r.equals(data.subarray(1000, 151_000)));
+        assert.equal(r.buffer, into.buffer, "a view of into");
+        assert.deepEqual(into.subarray(150_000), Buffer.alloc(50_000, 0xee));
+        // Clipped by the end of the blob.
+        const tail = await b.get("packs/into", { offset: 250_000, length: 100_000, into });
+        assert.ok(tail.equals(data.subarray(250_000)));
+        assert.equal(tail.buffer, into.buffer);
+      }));
+
     test("hashedPrefixes: packs/<id> is stored as <prefix>/<hh>/packs/<id>; others as <prefix>/<key>; list merges in byte order", () =>
       withS3(impl, { hashedPrefixes: true }, async (b, srv) => {
         const keys = ["packs/00/p1", "packs/ff/p2", "packs/7a/p3", "keys/k1", "meta/m", "packsx", "a"];
