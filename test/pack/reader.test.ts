@@ -362,9 +362,9 @@ test("large requests read into recycled buffers: an open that is slow to read it
   const backend = await LocalBackend.open(join(root, "bucket"));
   try {
     const keys = RepositoryKeys.generate();
-    // Chunks of 150-400 KB in packs of ~3 MB; requests of up to 1.5 MiB, so most are recycled
+    // 90 chunks of 150-400 KB in packs of ~3 MB; requests of up to 1.5 MiB, so most are recycled
     // (1 MiB or more) and they outnumber the recycled buffers many times over.
-    const sizes = Array.from({ length: 60 }, () => randomInt(150_000, 400_000));
+    const sizes = Array.from({ length: 90 }, () => randomInt(150_000, 400_000));
     const written = await writeChunks(backend, keys, sizes, true, 3_000_000, (i) => i % 4 === 0);
     const byId = new Map(written.map((w) => [w.loc.chunkId.toString("hex"), w.data]));
     // Opens wait a random while before they read the sealed bytes (as a busy worker would): a
