@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ChunkIdHasher } from "../../src/codec/chunk-id.js";
-import { ChunkerParams } from "../../src/codec/chunker.js";
+import { ChunkerParams, chunkBoundaries } from "../../src/codec/chunker.js";
 import { RecordEncoder } from "../../src/pack/encoder.js";
 import { ingest } from "../../src/store/ingest.js";
 import { bytes, makeStore, pieces } from "./helpers.js";
@@ -80,6 +80,30 @@ test("the MD5 stays in stream order when encodes wait for admission (1 byte in f
     assert.ok(encoder.digestRides < workerChunks / 2, `${encoder.digestRides} rides of ${workerChunks} new chunks`);
   } finally {
     await encoder.close();
+    await t.close();
+  }
+});
+
+test("a caller's buffer that is exactly one chunk, spanning its whole ArrayBuffer, is copied to the worker, never taken", async () => {
+  // Chunks of 64 KiB or more, so every new chunk goes to the worker.
+  const big = { minSize: 64 * KiB, avgSize: 128 * KiB, maxSize: 512 * KiB };
+  const t = await makeStore({ chunker: big, encoderThreads: 1, packTargetSize: 4 * MiB });
+  try {
+    await t.store.createBucket("bkt");
+    const data = bytes(2 * MiB, 21);
+    const first = chunkBoundaries(data, new ChunkerParams({ ...big, key: t.keys.subkey("chunker-gear") }))[0]!;
+    // The first chunk's bytes in a buffer of their own: the chunker cuts at its very end, so it
+    // hands out a view of the whole buffer, which looks transferable but is the caller's.
+    const whole = Buffer.from(new ArrayBuffer(first));
+    data.copy(whole, 0, 0, first);
+    const r = await t.store.putObject("bkt", "k", [whole, data.subarray(first)]);
+    assert.equal(whole.length, first, "the caller's buffer was detached");
+    assert.ok(whole.equals(data.subarray(0, first)));
+    assert.equal(r.etag, md5(data));
+    const got: Buffer[] = [];
+    for await (const c of (await t.store.getObject("bkt", "k")).body) got.push(Buffer.from(c));
+    assert.ok(Buffer.concat(got).equals(data));
+  } finally {
     await t.close();
   }
 });
